@@ -1,0 +1,255 @@
+"""``ctpipe`` command line: one subcommand per process or task.
+
+Settings are built here, once, and passed down; nothing below reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ctpipe.settings import Settings
+
+app = typer.Typer(
+    name="ctpipe",
+    help="Kafka pipeline for AI content telemetry: ingest, sessionize, correlate, funnel to ClickHouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(help="The local Apache Kafka broker (KRaft, single node, no Docker).", no_args_is_help=True)
+db_app = typer.Typer(help="ClickHouse schema.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class Ctx:
+    settings: Settings
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Ctx)
+    return obj.settings
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        fail(f"invalid setting CTPIPE_{field.upper()}: {first['msg']}", 2)
+    ctx.obj = Ctx(settings)
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def config(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """Print the effective settings (secrets masked)."""
+    values = settings_of(ctx).masked()
+    if as_json:
+        print(json.dumps(values, indent=2, default=str))
+        return
+    table = Table("setting", "value", "environment variable", title="ctpipe settings")
+    for key, value in values.items():
+        table.add_row(key, str(value), f"CTPIPE_{key.upper()}")
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+def _broker(settings: Settings, verbose: bool = True):  # type: ignore[no-untyped-def]
+    from deploy.kafka.local import LocalBroker, LocalBrokerConfig
+
+    cfg = LocalBrokerConfig(
+        home=settings.kafka_dir,
+        cache_dir=settings.jar_cache_dir,
+        host=settings.kafka_host,
+        port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        version=settings.kafka_version,
+        kafka_home=settings.kafka_home,
+        heap=settings.kafka_heap,
+        start_timeout=settings.kafka_start_timeout,
+    )
+    return LocalBroker(cfg, log=(lambda m: err.print(f"[dim]{m}[/]", highlight=False)) if verbose else print)
+
+
+def _declared_topics(settings: Settings):  # type: ignore[no-untyped-def]
+    from schemas.topics import ALL
+
+    return [t.namespaced(settings.topic_namespace) for t in ALL]
+
+
+@kafka_app.command("fetch")
+def kafka_fetch(
+    ctx: typer.Context,
+    refresh: Annotated[bool, typer.Option(help="Ask Maven for a newer 4.x even if one is cached.")] = False,
+) -> None:
+    """Resolve the broker jars (Maven Central -> git-ignored cache); no-op when cached."""
+    from deploy.kafka.local import BrokerError, resolve_distribution
+
+    broker = _broker(settings_of(ctx))
+    try:
+        dist = resolve_distribution(broker.cfg, refresh=refresh, log=broker.log)
+    except BrokerError as exc:
+        fail(str(exc))
+    out.print(f"Apache Kafka {dist.version}: {dist.libs}", highlight=False)
+
+
+@kafka_app.command("start")
+def kafka_start(ctx: typer.Context) -> None:
+    """Start the local broker (idempotent) and create the declared topics."""
+    from deploy.kafka.local import BrokerError
+    from deploy.kafka.topics import TopicError, ensure_topics
+
+    settings = settings_of(ctx)
+    if not settings.local_kafka:
+        fail(f"CTPIPE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is set: ctpipe does not run that broker")
+    broker = _broker(settings)
+    try:
+        status = broker.start()
+        created = ensure_topics(status.bootstrap, _declared_topics(settings))
+    except (BrokerError, TopicError) as exc:
+        fail(str(exc))
+    out.print(status.describe(), highlight=False)
+    if created:
+        out.print(f"created topics: {', '.join(created)}", highlight=False)
+
+
+@kafka_app.command("stop")
+def kafka_stop(ctx: typer.Context) -> None:
+    """Stop the local broker (no Java process is left behind)."""
+    stopped = _broker(settings_of(ctx)).stop()
+    out.print("stopped" if stopped else "not running")
+
+
+@kafka_app.command("status")
+def kafka_status(ctx: typer.Context) -> None:
+    """Show whether the local broker runs; exit 0 if it answers, 3 if not."""
+    status = _broker(settings_of(ctx)).status()
+    out.print(status.describe(), highlight=False)
+    raise typer.Exit(0 if status.answering else 3)
+
+
+@kafka_app.command("topics")
+def kafka_topics(ctx: typer.Context) -> None:
+    """Create the declared topics (schemas/topics.py) on the configured broker."""
+    from deploy.kafka.topics import TopicError, ensure_topics
+
+    settings = settings_of(ctx)
+    try:
+        created = ensure_topics(settings.bootstrap, _declared_topics(settings))
+    except TopicError as exc:
+        fail(str(exc))
+    out.print(f"created: {', '.join(created) or 'none (all exist)'}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+@db_app.command("migrate")
+def db_migrate(ctx: typer.Context) -> None:
+    """Apply the versioned DDL in sinks/ddl (idempotent)."""
+    from sinks.clickhouse import ClickHouseError, connect, migrate
+
+    try:
+        applied = migrate(connect(settings_of(ctx).clickhouse_url))
+    except ClickHouseError as exc:
+        fail(str(exc))
+    out.print(f"applied: {', '.join(applied) or 'none (up to date)'}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    ctx: typer.Context,
+    messages: Annotated[int, typer.Option(min=1, help="Messages to push through the pipeline.")] = 10_000,
+    keys: Annotated[int, typer.Option(min=1, help="Distinct message keys.")] = 10,
+    keep_broker: Annotated[bool, typer.Option(help="Leave a broker this command started running.")] = False,
+) -> None:
+    """Main job: bring up the local stack, push a smoke workload through it, print what arrived."""
+    from deploy.kafka.local import BrokerError
+    from deploy.kafka.topics import TopicError
+    from producers.kafka import DeliveryError
+    from sinks.clickhouse import ClickHouseError, connect, migrate
+
+    from ctpipe.smoke import run_smoke
+
+    settings = settings_of(ctx)
+    broker = _broker(settings) if settings.local_kafka else None
+    started_here = False
+    version = "external broker"
+    try:
+        if broker is not None:
+            started_here = not broker.status().running
+            status = broker.start()
+            version = f"Apache Kafka {status.version}"
+        out.print(f"Kafka: {version} at {settings.bootstrap}", highlight=False)
+        client = connect(settings.clickhouse_url)
+        migrate(client)
+        out.print(f"ClickHouse {client.server_version} at {client.uri if hasattr(client, 'uri') else ''}")
+        with Progress(
+            TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=out, transient=False,
+        ) as bar:  # fmt: skip
+            tasks = {s: bar.add_task(s, total=messages) for s in ("produced", "stored")}
+            result = run_smoke(
+                bootstrap=settings.bootstrap,
+                client=client,
+                datadir=settings.data_dir,
+                app_id=settings.app_id,
+                messages=messages,
+                keys=keys,
+                progress=lambda stage, done, _total: bar.update(tasks[stage], completed=done),
+            )
+    except (BrokerError, TopicError, ClickHouseError, DeliveryError, TimeoutError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    finally:
+        if broker is not None and started_here and not keep_broker:
+            broker.stop()
+    table = Table("key", "produced", "in ClickHouse", title=f"smoke run {result.run_id} ({result.topic})")
+    for key in sorted(set(result.expected) | set(result.stored)):
+        table.add_row(key, str(result.expected.get(key, 0)), str(result.stored.get(key, 0)))
+    table.add_row("total", str(sum(result.expected.values())), str(sum(result.stored.values())), style="bold")
+    out.print(table)
+    rate = result.produced / result.seconds if result.seconds else 0.0
+    verdict = "exact" if result.exact else "MISMATCH"
+    out.print(f"{verdict}: {result.produced} messages in {result.seconds:.1f} s ({rate:,.0f}/s end to end)")
+    if not result.exact:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `ctpipe ... | head`
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["Path", "app", "main"]

@@ -1,0 +1,114 @@
+"""ctpipe settings: environment variables with the ``CTPIPE_`` prefix (pydantic-settings).
+
+Built once at the entry point (``ctpipe.cli``) and passed down; library code never reads the
+environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_MASK = "****"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one ctpipe process."""
+
+    model_config = SettingsConfigDict(env_prefix="CTPIPE_", extra="ignore", validate_default=True)
+
+    data_dir: Path = Field(
+        default=Path(".ctpipe"),
+        description="Local state: broker data, jar cache, embedded ClickHouse (git-ignored).",
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="",
+        description="Bootstrap servers of an existing broker. Empty = the local broker of `ctpipe kafka`.",
+    )
+    kafka_host: str = Field(default="127.0.0.1", description="Listen address of the local broker.")
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="Client port of the local broker.")
+    kafka_controller_port: int = Field(
+        default=0, ge=0, le=65535, description="KRaft controller port of the local broker (0 = kafka_port + 1)."
+    )
+    kafka_version: str = Field(
+        default="",
+        description="Exact Apache Kafka version for the local broker; empty = newest resolvable 4.x.",
+    )
+    kafka_home: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CTPIPE_KAFKA_HOME", "KAFKA_HOME"),
+        description="An unpacked Apache Kafka distribution to run instead of resolving jars with Maven.",
+    )
+    kafka_heap: str = Field(default="512m", description="Max JVM heap of the local broker.")
+    kafka_start_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for the broker.")
+    topic_namespace: str = Field(default="", description="Prefix for every topic name (tenants, tests).")
+
+    # --- ClickHouse --------------------------------------------------------------------------
+    clickhouse_url: str = Field(
+        default="",
+        description=(
+            "chdb:///abs/path[?database=db] for embedded ClickHouse (default: <data_dir>/clickhouse), "
+            "or http(s)://user:pass@host:8123/db for a server."
+        ),
+    )
+
+    # --- processing ----------------------------------------------------------------------------
+    app_id: str = Field(default="ctpipe", description="Faust application id (consumer group prefix).")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.kafka_controller_port:
+            self.kafka_controller_port = self.kafka_port + 1
+        if not self.clickhouse_url:
+            self.clickhouse_url = f"chdb://{self.data_dir / 'clickhouse'}?database=ctpipe"
+        return self
+
+    @property
+    def local_kafka(self) -> bool:
+        """True when ctpipe runs its own broker (no external bootstrap configured)."""
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def jar_cache_dir(self) -> Path:
+        return self.data_dir / "cache" / "kafka"
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings as plain values, secrets masked (for `ctpipe config`)."""
+        out = self.model_dump(mode="json")
+        out["clickhouse_url"] = mask_url(self.clickhouse_url)
+        out["kafka_bootstrap"] = self.bootstrap
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password (and any password/token/secret query value) of a URL."""
+    parts = urlsplit(url)
+    masked = url
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            masked = masked.replace(f"{parts.netloc}", f"{user}:{SECRET_MASK}@{host}", 1)
+    for key, _, value in (p.partition("=") for p in parts.query.split("&") if p):
+        if key.lower() in {"password", "token", "secret"} and value:
+            masked = masked.replace(f"{key}={value}", f"{key}={SECRET_MASK}", 1)
+    return masked

@@ -1,0 +1,1 @@
+"""Processors: the Faust app and its agents (one module per verb)."""

@@ -1,0 +1,393 @@
+"""Ingestion: raw emitter bytes -> canonical events + session header, or a rejection.
+
+Input: one message as received (CT 0.1 session / standalone event / event batch, OA 0.4
+session or HTTP body), the emitter's identity, and optionally a ``source`` hint (the HTTP route
+or a DocKind value). Output: an ``IngestResult``. ``ingest`` is pure, never raises (any input
+yields either accepted events or a rejection with located reasons), and is the hot path of the
+normalise stage and the HTTP gateway.
+
+Contract:
+- A document is accepted or rejected whole: one bad event rejects the document (never a silently
+  dropped event); the rejection goes to the DLQ with its reasons.
+- Privacy-violating turn fields are stripped, not rejected (CT 0.1 section 5.7.5), and each
+  affected event carries a note saying what was removed and why.
+- ``event_id`` is the emitter's ``id`` when sent; otherwise a UUIDv5 over emitter, session,
+  position and the event's own content, so a retried delivery gets the same id.
+- Manifests validate but are not telemetry: accepted with no events and no session header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from schemas.canonical import (
+    CONTENT_TYPES,
+    WIRE_TYPES,
+    CanonicalEvent,
+    DocKind,
+    SessionHeader,
+    SourceFormat,
+)
+from schemas.urls import canonical_url, owner_domain
+from schemas.validate import MAX_DOCUMENT_BYTES, Verdict, Violation, check_bytes, parse_datetime
+
+#: Namespace of ctpipe's derived event ids (UUIDv5, RFC 9562 section 5.5).
+EVENT_ID_NAMESPACE = UUID("6f1d5c3e-8a0b-5c1e-9d2f-3c7a4b8e9f10")
+_NS_BYTES = EVENT_ID_NAMESPACE.bytes
+
+#: Event fields lifted into canonical columns; everything else goes to ``extra_json``.
+KNOWN_EVENT_FIELDS = frozenset(
+    {
+        "id",
+        "type",
+        "timestamp",
+        "turn_id",
+        "source_role",
+        "content_telemetry_id",
+        "content_url",
+        "content_id",
+        "license_ref",
+        "product_id",
+        "turn",
+        "data",
+    }
+)
+#: Funnel-relevant ``data`` fields (CT 0.1 section 6) and the Python type each must have to be
+#: lifted; a field of another type stays in ``data_json`` (kept, never dropped).
+FUNNEL_FIELDS: tuple[tuple[str, type], ...] = (
+    ("scope", str),
+    ("cached", bool),
+    ("tokens_ingested", int),
+    ("citation_type", str),
+    ("position", str),
+    ("display_type", str),
+    ("engagement_type", str),
+    ("bot_category", str),
+    ("bot_name", str),
+    ("media_type", str),
+    ("provenance", str),
+)
+_FUNNEL_NAMES = frozenset(n for n, _ in FUNNEL_FIELDS)
+_INT64_MAX = 2**63 - 1
+_EMPTY_JSON = "{}"
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What ingesting one message produced."""
+
+    accepted: bool
+    kind: DocKind
+    version: str | None
+    events: list[CanonicalEvent] = field(default_factory=list)
+    session: SessionHeader | None = None
+    errors: list[Violation] = field(default_factory=list)  # why it was rejected
+    stripped: list[Violation] = field(default_factory=list)  # what was removed on acceptance
+
+    @property
+    def reason(self) -> str:
+        """One-line summary of the rejection (for the DLQ envelope and logs)."""
+        if not self.errors:
+            return ""
+        first = self.errors[0]
+        more = f" (+{len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return f"{first.pointer or '/'}: {first.message} [{first.rule}]{more}"
+
+
+def derived_event_id(emitter: str, session_key: str, seq: int, event: Any) -> str:
+    """UUIDv5 (same bytes as ``uuid.uuid5``) over emitter, session, position and content."""
+    content = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    name = b"%s\x1f%s\x1f%d\x1f%s" % (emitter.encode(), session_key.encode(), seq, content)
+    digest = bytearray(hashlib.sha1(_NS_BYTES + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _str(v: Any) -> str | None:
+    return v if type(v) is str else None
+
+
+def _ts(v: Any) -> datetime | None:
+    return parse_datetime(v) if type(v) is str else None
+
+
+def _lower_uuid(v: Any) -> str | None:
+    return v.lower() if type(v) is str else None
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """Envelope/session facts shared by every event of one document."""
+
+    emitter: str
+    fmt: SourceFormat
+    version: str
+    kind: DocKind
+    session_id: str | None
+    ctx_token: str | None
+    agent_id: str | None
+    content_scope: str | None
+    notes: dict[int, list[str]]
+
+
+_EVENT_FIELDS = frozenset(CanonicalEvent.model_fields)
+
+
+def _construct(cls: type[CanonicalEvent], **values: Any) -> CanonicalEvent:
+    """``model_construct`` without its per-field default pass: every field is given, already
+    validated by schemas.validate (tests prove the result equals a validated model)."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> CanonicalEvent:
+    wire_type = ev["type"]
+    etype = WIRE_TYPES[wire_type]
+    emitter_id = ev.get("id")
+    if type(emitter_id) is str:
+        event_id = emitter_id.lower()
+    else:
+        emitter_id = None
+        event_id = derived_event_id(ctx.emitter, ctx.session_id or ctx.ctx_token or "", seq, ev)
+    data = ev.get("data")
+    lifted: dict[str, Any] = {}
+    rest: dict[str, Any] | None = None
+    if type(data) is dict and data:
+        rest = {}
+        for key, value in data.items():
+            if key in _FUNNEL_NAMES:
+                want = _LIFT_TYPES[key]
+                if type(value) is want or (want is int and type(value) is float and value.is_integer()):
+                    if want is int:
+                        value = int(value)
+                        if not 0 <= value <= _INT64_MAX:
+                            rest[key] = value
+                            continue
+                    lifted[key] = value
+                    continue
+            rest[key] = value
+    if etype in CONTENT_TYPES and "media_type" not in lifted:
+        lifted["media_type"] = "text"  # CT 0.1 sections 6.1, 6.5, 6.6: defaults to text when absent
+    extra = {k: v for k, v in ev.items() if k not in KNOWN_EVENT_FIELDS}
+    turn = ev.get("turn")
+    url = ev.get("content_url")
+    if type(url) is not str:
+        url = None
+    note = ctx.notes.get(seq)
+    return _construct(
+        CanonicalEvent,
+        event_id=event_id,
+        emitter_event_id=emitter_id,
+        seq=seq,
+        session_id=ctx.session_id,
+        ctx_token=ctx.ctx_token,
+        parent_session_id=None,
+        agent_id=ctx.agent_id,
+        content_scope=ctx.content_scope,
+        event_type=etype,
+        timestamp=parse_datetime(ev["timestamp"]),
+        source_role=_str(ev.get("source_role")),
+        content_telemetry_id=_lower_uuid(ev.get("content_telemetry_id")),
+        content_url=url,
+        canonical_url=canonical_url(url) if url else None,
+        owner_domain=owner_domain(url) if url else None,
+        content_id=_str(ev.get("content_id")),
+        product_id=_lower_uuid(ev.get("product_id")),
+        license_ref=_str(ev.get("license_ref")),
+        turn_id=_str(ev.get("turn_id")),
+        privacy_level=_str(turn.get("privacy_level")) if type(turn) is dict else None,
+        scope=lifted.get("scope"),
+        cached=lifted.get("cached"),
+        tokens_ingested=lifted.get("tokens_ingested"),
+        citation_type=lifted.get("citation_type"),
+        position=lifted.get("position"),
+        display_type=lifted.get("display_type"),
+        engagement_type=lifted.get("engagement_type"),
+        bot_category=lifted.get("bot_category"),
+        bot_name=lifted.get("bot_name"),
+        media_type=lifted.get("media_type"),
+        provenance=lifted.get("provenance"),
+        turn_json=_json(turn) if type(turn) is dict else None,
+        data_json=_json(rest) if rest else _EMPTY_JSON,
+        extra_json=_json(extra) if extra else _EMPTY_JSON,
+        source_format=ctx.fmt,
+        source_version=ctx.version,
+        source_kind=ctx.kind,
+        emitter=ctx.emitter,
+        notes=tuple(note) if note else (),
+    )
+
+
+_LIFT_TYPES: dict[str, type] = dict(FUNNEL_FIELDS)
+
+_SESSION_FIELDS = frozenset(
+    {
+        "document_type",
+        "schema_version",
+        "session_id",
+        "ctx_token",
+        "agent_id",
+        "content_scope",
+        "manifest_ref",
+        "conformance_level",
+        "started_at",
+        "ended_at",
+        "events",
+        "event",
+        "initiator_type",
+        "initiator",
+        "prior_session_ids",
+        "external_session_id",
+        "user_context",
+        "outcome",
+    }
+)
+
+
+def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) -> SessionHeader:
+    initiator = doc.get("initiator")
+    initiator = initiator if type(initiator) is dict else {}
+    user = doc.get("user_context")
+    user = user if type(user) is dict else {}
+    outcome = doc.get("outcome")
+    outcome = outcome if type(outcome) is dict else {}
+    extra = {k: v for k, v in doc.items() if k not in _SESSION_FIELDS}
+    value = outcome.get("value_amount")
+    return SessionHeader(
+        session_id=ctx.session_id,
+        ctx_token=ctx.ctx_token,
+        complete=complete,
+        agent_id=ctx.agent_id,
+        content_scope=ctx.content_scope,
+        manifest_ref=_str(doc.get("manifest_ref")),
+        conformance_level=_str(doc.get("conformance_level")),
+        started_at=_ts(doc.get("started_at")),
+        ended_at=_ts(doc.get("ended_at")),
+        initiator_type=_str(doc.get("initiator_type")),
+        initiator_agent_id=_str(initiator.get("agent_id")),
+        initiator_operator_id=_str(initiator.get("operator_id")),
+        initiator_manifest_ref=_str(initiator.get("manifest_ref")),
+        prior_session_ids=tuple(s.lower() for s in doc.get("prior_session_ids") or () if type(s) is str),
+        external_session_id=_str(doc.get("external_session_id")),
+        user_external_id=_str(user.get("external_id")),
+        user_segments=tuple(s for s in user.get("segments") or () if type(s) is str),
+        user_attributes_json=_json(user["attributes"])
+        if type(user.get("attributes")) is dict
+        else _EMPTY_JSON,
+        outcome_type=_str(outcome.get("type")),
+        # OA 0.4 section 3.7: integers in the currency's minor unit; the schema defaults are 0/USD.
+        outcome_value_minor=int(value) if value is not None else (0 if outcome else None),
+        outcome_currency=_str(outcome.get("currency")) or ("USD" if outcome else None),
+        outcome_products=tuple(p.lower() for p in outcome.get("products") or () if type(p) is str),
+        outcome_metadata_json=_json(outcome["metadata"])
+        if type(outcome.get("metadata")) is dict
+        else _EMPTY_JSON,
+        event_count=event_count,
+        extra_json=_json(extra) if extra else _EMPTY_JSON,
+        source_format=ctx.fmt,
+        source_version=ctx.version,
+        source_kind=ctx.kind,
+        emitter=ctx.emitter,
+    )
+
+
+def _strip(verdict: Verdict) -> dict[int, list[str]]:
+    """Remove privacy-violating turn fields (CT 0.1 section 5.7.5); notes keyed by event seq."""
+    notes: dict[int, list[str]] = {}
+    for turn, name, violation in verdict.strip:
+        turn.pop(name, None)
+        parts = violation.pointer.split("/")
+        seq = int(parts[2]) if len(parts) > 2 and parts[1] == "events" else 0
+        notes.setdefault(seq, []).append(
+            f"stripped turn.{name}: {violation.message.split(' (')[0]} [{violation.rule}]"
+        )
+    return notes
+
+
+def _normalise(verdict: Verdict, emitter: str) -> IngestResult:
+    doc: dict[str, Any] = verdict.doc
+    kind = verdict.kind
+    result = IngestResult(True, kind, verdict.version, stripped=verdict.stripped)
+    if kind is DocKind.MANIFEST:
+        return result
+    notes = _strip(verdict) if verdict.strip else {}
+    fmt = verdict.format or SourceFormat.CONTENT_TELEMETRY
+    version = verdict.version or ("0.4" if fmt is SourceFormat.OPENATTRIBUTION else "0.1")
+    ctx = _Ctx(
+        emitter=emitter,
+        fmt=fmt,
+        version=version,
+        kind=kind,
+        session_id=_lower_uuid(doc.get("session_id")),
+        ctx_token=_str(doc.get("ctx_token")),
+        agent_id=_str(doc.get("agent_id")),
+        content_scope=_str(doc.get("content_scope")),
+        notes=notes,
+    )
+    raw_events: list[Any] = [doc["event"]] if kind is DocKind.EVENT else doc.get("events") or []
+    result.events = [_event(ev, seq, ctx) for seq, ev in enumerate(raw_events)]
+    if ctx.session_id or ctx.ctx_token:
+        complete = kind in (DocKind.SESSION, DocKind.OA_SESSION)
+        result.session = _header(doc, ctx, complete, len(raw_events))
+    elif kind is DocKind.OA_SESSION_START:
+        # OA 0.4 section 4.1: the server assigns the session id; a gateway must add it first.
+        result.accepted = False
+        result.errors = [
+            Violation(
+                "/session_id",
+                "OA-0.4 §4.1",
+                "a /session/start body has no session_id: the gateway must assign one before ingestion",
+                layer="app",
+            )
+        ]
+    return result
+
+
+def ingest(
+    raw: bytes | bytearray | memoryview | str,
+    *,
+    emitter: str,
+    source: str | None = None,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+) -> IngestResult:
+    """Decode, detect, validate and normalise one message. Never raises."""
+    try:
+        verdict = check_bytes(raw, source, max_bytes)
+        if not verdict.accepted:
+            return IngestResult(False, verdict.kind, verdict.version, errors=verdict.errors)
+        return _normalise(verdict, emitter)
+    except orjson.JSONEncodeError as exc:
+        # orjson decodes 1024 levels but re-encodes only 254: junk nested in ``data`` lands here.
+        return IngestResult(
+            False,
+            DocKind.UNKNOWN,
+            None,
+            errors=[Violation("", "ctpipe:depth", f"document nests too deeply to re-encode as JSON: {exc}")],
+        )
+    except Exception as exc:  # last line of defence: a bug must reject the message, not crash the stage
+        return IngestResult(
+            False,
+            DocKind.UNKNOWN,
+            None,
+            errors=[
+                Violation(
+                    "", "ctpipe:internal", f"internal error while ingesting: {type(exc).__name__}: {exc}"
+                )
+            ],
+        )

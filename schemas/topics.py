@@ -1,0 +1,105 @@
+"""Every Kafka topic ctpipe uses, declared once: name, key, value, partitions, retention, DLQ.
+
+Topic creation (``deploy.kafka.topics.ensure_topics``), producers and Faust agents all refer to
+these declarations; no other module spells a topic name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One topic: what it carries and how the broker keeps it."""
+
+    name: str
+    key: str  # what the message key is
+    value: str  # what the message value is
+    partitions: int
+    retention_ms: int | None = 7 * DAY_MS  # None = broker default; -1 = forever
+    compacted: bool = False
+    dlq: str | None = None  # name of the dead-letter topic for this topic's consumers
+    description: str = ""
+
+    def config(self) -> dict[str, str]:
+        """Topic-level broker configuration for creation."""
+        cfg: dict[str, str] = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+    def namespaced(self, namespace: str) -> Topic:
+        """The same declaration under ``<namespace>.<name>`` (tests, demo runs, tenants)."""
+        if not namespace:
+            return self
+        dlq = f"{namespace}.{self.dlq}" if self.dlq else None
+        return dataclasses.replace(self, name=f"{namespace}.{self.name}", dlq=dlq)
+
+
+DLQ = Topic(
+    name="ctpipe.dlq",
+    key="original message key (bytes, as received)",
+    value="schemas.dlq envelope (JSON): reason, original bytes (base64), source topic/partition/offset",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+    description="Dead letters: permanent failures of any stage, never transient ones.",
+)
+
+RAW = Topic(
+    name="ctpipe.raw",
+    key="session_id, else ctx_token, else content_telemetry_id (UTF-8)",
+    value="raw emitter document bytes (CT 0.1 session/event/batch, OA 0.4 session or API body, CDN log record)",
+    partitions=4,
+    dlq=DLQ.name,
+    description="Everything producers accept, as sent, before normalisation.",
+)
+
+EVENTS = Topic(
+    name="ctpipe.events",
+    key="session_id (UTF-8)",
+    value="canonical event records (JSON)",
+    partitions=4,
+    dlq=DLQ.name,
+    description="Canonical events, one record per event, keyed by session.",
+)
+
+RETRIEVALS = Topic(
+    name="ctpipe.retrievals",
+    key="content_telemetry_id (UTF-8)",
+    value="canonical content_retrieved events (JSON)",
+    partitions=4,
+    dlq=DLQ.name,
+    description="Retrievals repartitioned by Content-Telemetry-ID for observer correlation.",
+)
+
+FUNNEL = Topic(
+    name="ctpipe.funnel",
+    key="hour|owner|content key|agent|scope|role (UTF-8)",
+    value="stage-funnel delta rows (JSON)",
+    partitions=4,
+    dlq=DLQ.name,
+    description="Aggregated funnel rows on their way to the ClickHouse sink.",
+)
+
+SMOKE = Topic(
+    name="ctpipe.smoke",
+    key="smoke key (UTF-8)",
+    value='{"seq": int, "key": str} (JSON)',
+    partitions=4,
+    retention_ms=1 * DAY_MS,
+    dlq=DLQ.name,
+    description="Smoke workload of the demo and the foundation integration test.",
+)
+
+ALL: tuple[Topic, ...] = (DLQ, RAW, EVENTS, RETRIEVALS, FUNNEL, SMOKE)
+
+
+def by_name(name: str) -> Topic:
+    for topic in ALL:
+        if topic.name == name:
+            return topic
+    raise KeyError(name)

@@ -1,0 +1,1 @@
+"""Sinks: where ctpipe's results leave Kafka (ClickHouse)."""
