@@ -145,7 +145,7 @@ class _Ctx:
 _EVENT_FIELDS = frozenset(CanonicalEvent.model_fields)
 
 
-def _construct(cls: type[CanonicalEvent], **values: Any) -> CanonicalEvent:
+def _construct(cls: type[CanonicalEvent], values: dict[str, Any]) -> CanonicalEvent:
     """``model_construct`` without its per-field default pass: every field is given, already
     validated by schemas.validate (tests prove the result equals a validated model)."""
     obj = cls.__new__(cls)
@@ -170,12 +170,13 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> CanonicalEvent:
     rest: dict[str, Any] | None = None
     if type(data) is dict and data:
         rest = {}
+        value: Any
         for key, value in data.items():
             if key in _FUNNEL_NAMES:
                 want = _LIFT_TYPES[key]
                 if type(value) is want or (want is int and type(value) is float and value.is_integer()):
                     if want is int:
-                        value = int(value)
+                        value = int(value)  # type: ignore[call-overload]
                         if not 0 <= value <= _INT64_MAX:
                             rest[key] = value
                             continue
@@ -192,45 +193,47 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> CanonicalEvent:
     note = ctx.notes.get(seq)
     return _construct(
         CanonicalEvent,
-        event_id=event_id,
-        emitter_event_id=emitter_id,
-        seq=seq,
-        session_id=ctx.session_id,
-        ctx_token=ctx.ctx_token,
-        parent_session_id=None,
-        agent_id=ctx.agent_id,
-        content_scope=ctx.content_scope,
-        event_type=etype,
-        timestamp=parse_datetime(ev["timestamp"]),
-        source_role=_str(ev.get("source_role")),
-        content_telemetry_id=_lower_uuid(ev.get("content_telemetry_id")),
-        content_url=url,
-        canonical_url=canonical_url(url) if url else None,
-        owner_domain=owner_domain(url) if url else None,
-        content_id=_str(ev.get("content_id")),
-        product_id=_lower_uuid(ev.get("product_id")),
-        license_ref=_str(ev.get("license_ref")),
-        turn_id=_str(ev.get("turn_id")),
-        privacy_level=_str(turn.get("privacy_level")) if type(turn) is dict else None,
-        scope=lifted.get("scope"),
-        cached=lifted.get("cached"),
-        tokens_ingested=lifted.get("tokens_ingested"),
-        citation_type=lifted.get("citation_type"),
-        position=lifted.get("position"),
-        display_type=lifted.get("display_type"),
-        engagement_type=lifted.get("engagement_type"),
-        bot_category=lifted.get("bot_category"),
-        bot_name=lifted.get("bot_name"),
-        media_type=lifted.get("media_type"),
-        provenance=lifted.get("provenance"),
-        turn_json=_json(turn) if type(turn) is dict else None,
-        data_json=_json(rest) if rest else _EMPTY_JSON,
-        extra_json=_json(extra) if extra else _EMPTY_JSON,
-        source_format=ctx.fmt,
-        source_version=ctx.version,
-        source_kind=ctx.kind,
-        emitter=ctx.emitter,
-        notes=tuple(note) if note else (),
+        {
+            "event_id": event_id,
+            "emitter_event_id": emitter_id,
+            "seq": seq,
+            "session_id": ctx.session_id,
+            "ctx_token": ctx.ctx_token,
+            "parent_session_id": None,
+            "agent_id": ctx.agent_id,
+            "content_scope": ctx.content_scope,
+            "event_type": etype,
+            "timestamp": parse_datetime(ev["timestamp"]),
+            "source_role": _str(ev.get("source_role")),
+            "content_telemetry_id": _lower_uuid(ev.get("content_telemetry_id")),
+            "content_url": url,
+            "canonical_url": canonical_url(url) if url else None,
+            "owner_domain": owner_domain(url) if url else None,
+            "content_id": _str(ev.get("content_id")),
+            "product_id": _lower_uuid(ev.get("product_id")),
+            "license_ref": _str(ev.get("license_ref")),
+            "turn_id": _str(ev.get("turn_id")),
+            "privacy_level": _str(turn.get("privacy_level")) if type(turn) is dict else None,
+            "scope": lifted.get("scope"),
+            "cached": lifted.get("cached"),
+            "tokens_ingested": lifted.get("tokens_ingested"),
+            "citation_type": lifted.get("citation_type"),
+            "position": lifted.get("position"),
+            "display_type": lifted.get("display_type"),
+            "engagement_type": lifted.get("engagement_type"),
+            "bot_category": lifted.get("bot_category"),
+            "bot_name": lifted.get("bot_name"),
+            "media_type": lifted.get("media_type"),
+            "provenance": lifted.get("provenance"),
+            "turn_json": _json(turn) if type(turn) is dict else None,
+            "data_json": _json(rest) if rest else _EMPTY_JSON,
+            "extra_json": _json(extra) if extra else _EMPTY_JSON,
+            "source_format": ctx.fmt,
+            "source_version": ctx.version,
+            "source_kind": ctx.kind,
+            "emitter": ctx.emitter,
+            "notes": tuple(note) if note else (),
+        },
     )
 
 

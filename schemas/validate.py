@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,6 +133,7 @@ def is_uuid(s: str) -> bool:
     return _UUID_RE.fullmatch(s) is not None
 
 
+@lru_cache(maxsize=8192)
 def parse_datetime(s: str) -> datetime | None:
     """An RFC 3339 date-time as an aware UTC datetime, or None if ``s`` is not one."""
     if _DT_RE.fullmatch(s) is None:
@@ -228,7 +230,8 @@ def c_const(value: str) -> Check:
 
 
 def c_format(fmt: str, nullable: bool = False) -> Check:
-    test: Callable[[str], object] = {"uuid": is_uuid, "date-time": parse_datetime, "uri": is_uri}[fmt]
+    tests: dict[str, Callable[[str], object]] = {"uuid": is_uuid, "date-time": parse_datetime, "uri": is_uri}
+    test = tests[fmt]
     expected = "string or null" if nullable else "string"
     hint = {
         "uuid": "a UUID (RFC 9562, 8-4-4-4-12 hex digits)",

@@ -429,7 +429,11 @@ class LocalBroker:
             if tcp_answers(self.cfg.host, self.cfg.port) and self._metadata_answers():
                 return
             time.sleep(0.2)
-        self.stop()
+        if proc is not None:
+            _terminate(proc.pid, timeout=10)
+            self.pid_file.unlink(missing_ok=True)
+        else:
+            self.stop()
         raise BrokerError(
             f"the broker did not answer on {self.cfg.bootstrap} within {self.cfg.start_timeout:.0f} s "
             f"(stopped it; see {self.log_file})"
@@ -463,17 +467,22 @@ class LocalBroker:
             self.pid_file.unlink(missing_ok=True)
             return False
         self.log(f"stopping the broker (pid {pid})")
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.1)
-        if _pid_alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _pid_alive(pid):
-                time.sleep(0.1)
+        _terminate(pid, timeout)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM the process group, wait up to ``timeout``, then SIGKILL it."""
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        _signal_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.1)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
