@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +18,10 @@ from rich.table import Table
 
 from ctpipe.settings import Settings
 
+if TYPE_CHECKING:
+    from deploy.kafka.local import LocalBroker
+    from schemas.topics import Topic
+
 app = typer.Typer(
     name="ctpipe",
     help="Kafka pipeline for AI content telemetry: ingest, sessionize, correlate, funnel to ClickHouse.",
@@ -26,7 +29,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-kafka_app = typer.Typer(help="The local Apache Kafka broker (KRaft, single node, no Docker).", no_args_is_help=True)
+kafka_app = typer.Typer(
+    help="The local Apache Kafka broker (KRaft, single node, no Docker).", no_args_is_help=True
+)
 db_app = typer.Typer(help="ClickHouse schema.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(db_app, name="db")
@@ -79,7 +84,7 @@ def config(
 
 
 # ---------------------------------------------------------------------------------------------
-def _broker(settings: Settings, verbose: bool = True):  # type: ignore[no-untyped-def]
+def _broker(settings: Settings) -> LocalBroker:
     from deploy.kafka.local import LocalBroker, LocalBrokerConfig
 
     cfg = LocalBrokerConfig(
@@ -93,10 +98,10 @@ def _broker(settings: Settings, verbose: bool = True):  # type: ignore[no-untype
         heap=settings.kafka_heap,
         start_timeout=settings.kafka_start_timeout,
     )
-    return LocalBroker(cfg, log=(lambda m: err.print(f"[dim]{m}[/]", highlight=False)) if verbose else print)
+    return LocalBroker(cfg, log=lambda m: err.print(f"[dim]{m}[/]", highlight=False))
 
 
-def _declared_topics(settings: Settings):  # type: ignore[no-untyped-def]
+def _declared_topics(settings: Settings) -> list[Topic]:
     from schemas.topics import ALL
 
     return [t.namespaced(settings.topic_namespace) for t in ALL]
@@ -167,6 +172,21 @@ def kafka_topics(ctx: typer.Context) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+@app.command()
+def validate(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files, directories (recursively *.json/*.jsonl) or - for stdin."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
+) -> None:
+    """Validate telemetry documents (CT 0.1, OA 0.4): exit 0 all valid, 1 any invalid, 2 usage error."""
+    from ctpipe.validate import run
+
+    raise typer.Exit(run(list(paths or []), as_json=as_json))
+
+
+# ---------------------------------------------------------------------------------------------
 @db_app.command("migrate")
 def db_migrate(ctx: typer.Context) -> None:
     """Apply the versioned DDL in sinks/ddl (idempotent)."""
@@ -188,12 +208,11 @@ def demo(
     keep_broker: Annotated[bool, typer.Option(help="Leave a broker this command started running.")] = False,
 ) -> None:
     """Main job: bring up the local stack, push a smoke workload through it, print what arrived."""
+    from ctpipe.smoke import run_smoke
     from deploy.kafka.local import BrokerError
     from deploy.kafka.topics import TopicError
     from producers.kafka import DeliveryError
     from sinks.clickhouse import ClickHouseError, connect, migrate
-
-    from ctpipe.smoke import run_smoke
 
     settings = settings_of(ctx)
     broker = _broker(settings) if settings.local_kafka else None
@@ -251,5 +270,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-__all__ = ["Path", "app", "main"]

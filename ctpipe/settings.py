@@ -34,7 +34,10 @@ class Settings(BaseSettings):
     kafka_host: str = Field(default="127.0.0.1", description="Listen address of the local broker.")
     kafka_port: int = Field(default=9092, ge=1, le=65535, description="Client port of the local broker.")
     kafka_controller_port: int = Field(
-        default=0, ge=0, le=65535, description="KRaft controller port of the local broker (0 = kafka_port + 1)."
+        default=0,
+        ge=0,
+        le=65535,
+        description="KRaft controller port of the local broker (0 = kafka_port + 1).",
     )
     kafka_version: str = Field(
         default="",

@@ -75,7 +75,9 @@ def run_smoke(
         produced = publish_smoke(producer, topic.name, messages, keys)
         if progress:
             progress("produced", produced, messages)
-        asyncio.run(_consume(bootstrap, client, datadir, app_id, run_id, topic.name, messages, timeout, progress))
+        asyncio.run(
+            _consume(bootstrap, client, datadir, app_id, run_id, topic.name, messages, timeout, progress)
+        )
     finally:
         if not keep_topic:
             delete_topics(bootstrap, [topic.name])
@@ -125,7 +127,9 @@ async def _consume(
             if reason is not None:
                 raise RuntimeError(f"the Faust consumer crashed: {reason!r}") from reason
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"only {written} of {messages} messages reached ClickHouse within {timeout:.0f} s")
+                raise TimeoutError(
+                    f"only {written} of {messages} messages reached ClickHouse within {timeout:.0f} s"
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.25)
     finally:

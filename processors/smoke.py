@@ -53,7 +53,8 @@ def register(
 
     @app.agent(topic, name=f"smoke-counter-{topic_name}")
     async def smoke_counter(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch, within=within):
+        # take_events (faust-streaming) is on Stream, not yet on the StreamT interface.
+        async for events in stream.take_events(batch, within=within):  # type: ignore[attr-defined]
             records = ((e.message.partition, e.message.offset, e.message.key) for e in events)
             for part in count_by_partition(records):
                 write(topic_name, part)

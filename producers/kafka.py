@@ -11,7 +11,6 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-
 # librdkafka's own log lines go through Python logging under this name (not raw to stderr), so
 # transient notices right after a broker start ("coordinator load in progress") stay quiet.
 CLIENT_LOGGER = logging.getLogger("ctpipe.librdkafka")

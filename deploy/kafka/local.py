@@ -209,7 +209,9 @@ def fetch_with_maven(cache_dir: Path, version: str = "", log: Log = _quiet) -> D
         if proc.returncode == 0:
             resolved = _libs_version(staging)
             if resolved is None:
-                raise BrokerError("Maven finished but no kafka_2.13 jar was copied (see deploy/kafka/pom.xml)")
+                raise BrokerError(
+                    "Maven finished but no kafka_2.13 jar was copied (see deploy/kafka/pom.xml)"
+                )
             target = cache_dir / resolved
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 def test_migrate_is_idempotent_and_versioned(ch) -> None:  # type: ignore[no-untyped-def]
     assert migrate(ch) == []  # the fixture already migrated this database
-    versions = [r[0] for r in ch.query(f"SELECT version FROM {MIGRATIONS_TABLE} ORDER BY version").result_rows]
+    versions = [
+        r[0] for r in ch.query(f"SELECT version FROM {MIGRATIONS_TABLE} ORDER BY version").result_rows
+    ]
     assert versions == sorted(set(versions)) and versions
     engine = ch.query(
         "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'smoke_key_counts'"

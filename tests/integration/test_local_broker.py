@@ -77,7 +77,9 @@ def test_port_taken_is_a_clear_fast_error(broker: LocalBroker) -> None:
 
 
 def test_broker_that_never_answers_is_stopped_after_the_timeout(
-    tmp_path: Path, settings, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    settings,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     """A JVM that starts but never listens: bounded wait, one-line error, process killed."""
     fake_bin = tmp_path / "bin"

@@ -56,7 +56,10 @@ def test_ctpipe_services_point_at_the_compose_servers() -> None:
         assert host in services and port == "9092"
         url = urlsplit(env["CTPIPE_CLICKHOUSE_URL"])
         assert url.hostname in services and url.port == 8123
-        assert (url.username, url.password) == (clickhouse_env["CLICKHOUSE_USER"], clickhouse_env["CLICKHOUSE_PASSWORD"])
+        assert (url.username, url.password) == (
+            clickhouse_env["CLICKHOUSE_USER"],
+            clickhouse_env["CLICKHOUSE_PASSWORD"],
+        )
         for dep in svc.get("depends_on", {}):
             assert dep in services
 

@@ -140,9 +140,7 @@ def test_kafka_home_distribution(tmp_path: Path) -> None:
 def test_properties_render_ports_and_paths(tmp_path: Path) -> None:
     cfg = LocalBrokerConfig(home=tmp_path / "k", cache_dir=tmp_path / "c", port=29092, controller_port=29093)
     text = LocalBroker(cfg).render_properties()
-    props = dict(
-        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
     assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
     assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:29093"

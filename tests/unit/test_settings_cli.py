@@ -45,7 +45,10 @@ def test_invalid_port_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         ("http://default:s3cret@ch:8123/ctpipe", "http://default:****@ch:8123/ctpipe"),
         ("https://u@ch:8443/db", "https://u@ch:8443/db"),
         ("http://ch:8123/db?password=pw&x=1", "http://ch:8123/db?password=****&x=1"),
-        ("chdb:///var/lib/ctpipe/clickhouse?database=ctpipe", "chdb:///var/lib/ctpipe/clickhouse?database=ctpipe"),
+        (
+            "chdb:///var/lib/ctpipe/clickhouse?database=ctpipe",
+            "chdb:///var/lib/ctpipe/clickhouse?database=ctpipe",
+        ),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
