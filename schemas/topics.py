@@ -76,10 +76,28 @@ RETRIEVALS = Topic(
     description="Retrievals repartitioned by Content-Telemetry-ID for observer correlation.",
 )
 
+SESSIONS = Topic(
+    name="ctpipe.sessions",
+    key="session_id (UTF-8)",
+    value="schemas.records.SessionRecord (JSON)",
+    partitions=4,
+    dlq=DLQ.name,
+    description="Sessions as assembled by sessionize, at close and at each late amendment.",
+)
+
+CORRELATED = Topic(
+    name="ctpipe.correlated",
+    key="content_telemetry_id, else event_id (UTF-8)",
+    value="schemas.records.CorrelatedRetrieval (JSON)",
+    partitions=4,
+    dlq=DLQ.name,
+    description="Retrievals with their observers (agent/edge/origin/index), corroborated or not.",
+)
+
 FUNNEL = Topic(
     name="ctpipe.funnel",
-    key="hour|owner|content key|agent|scope|role (UTF-8)",
-    value="stage-funnel delta rows (JSON)",
+    key="contribution_id (UTF-8)",
+    value="schemas.records.FunnelDelta (JSON)",
     partitions=4,
     dlq=DLQ.name,
     description="Aggregated funnel rows on their way to the ClickHouse sink.",
@@ -95,7 +113,7 @@ SMOKE = Topic(
     description="Smoke workload of the demo and the foundation integration test.",
 )
 
-ALL: tuple[Topic, ...] = (DLQ, RAW, EVENTS, RETRIEVALS, FUNNEL, SMOKE)
+ALL: tuple[Topic, ...] = (DLQ, RAW, EVENTS, RETRIEVALS, SESSIONS, CORRELATED, FUNNEL, SMOKE)
 
 
 def by_name(name: str) -> Topic:

@@ -1,0 +1,166 @@
+"""Records that processors write to Kafka and the sink reads: their one wire shape (JSON, orjson).
+
+* ``FunnelDelta`` (topic FUNNEL): one additive contribution to one funnel row (``schemas.funnel``).
+  ``contribution_id`` is deterministic in its inputs (e.g. session id + revision + row key), so a
+  contribution re-emitted after a processor crash or an input redelivery carries the same id and
+  the sink counts it once.
+* ``SessionRecord`` (topic SESSIONS): a session as assembled by ``processors.sessionize`` when it
+  closes (and again, with a higher ``revision``, when late events amend it).
+* ``CorrelatedRetrieval`` (topic CORRELATED): one retrieval as seen by its observers
+  (``processors.correlate``, CT 4.4 / 7.2).
+
+Canonical events travel on EVENTS as ``CanonicalEvent.model_dump_json()`` (``encode_event``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.canonical import CanonicalEvent
+from schemas.codec import dumps, loads
+from schemas.funnel import KEY_FIELDS, MEASURE_SET, FunnelCounts, FunnelKey
+
+
+class FunnelDelta(BaseModel):
+    """An additive contribution to one hourly funnel row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contribution_id: str
+    hour: datetime
+    owner_domain: str
+    content_key: str
+    agent_id: str
+    content_scope: str
+    source_role: str
+    measures: dict[str, int]  # only non-zero measures of schemas.funnel.MEASURES
+    conversion_value: dict[str, int] = {}  # currency -> minor units
+    origin: str = ""  # which stage/record produced it, e.g. "session:<id>:r0" (for debugging)
+
+    @property
+    def key(self) -> FunnelKey:
+        return FunnelKey(*(getattr(self, f) for f in KEY_FIELDS))
+
+    @property
+    def counts(self) -> FunnelCounts:
+        return FunnelCounts(dict(self.measures), dict(self.conversion_value))
+
+    @classmethod
+    def build(cls, key: FunnelKey, counts: FunnelCounts, *, scope: str, origin: str = "") -> FunnelDelta:
+        """A delta whose id is derived from ``scope`` (what produced it) and the row key."""
+        unknown = set(counts.measures) - MEASURE_SET
+        if unknown:
+            raise ValueError(f"unknown funnel measures: {sorted(unknown)}")
+        return cls(
+            contribution_id=contribution_id(scope, key),
+            hour=key.hour,
+            owner_domain=key.owner_domain,
+            content_key=key.content_key,
+            agent_id=key.agent_id,
+            content_scope=key.content_scope,
+            source_role=key.source_role,
+            measures={k: v for k, v in counts.measures.items() if v},
+            conversion_value={k: v for k, v in counts.conversion_value.items() if v},
+            origin=origin or scope,
+        )
+
+
+def contribution_id(scope: str, key: FunnelKey) -> str:
+    """Stable id of the contribution ``scope`` makes to row ``key`` (hex SHA-256, 32 chars)."""
+    material = "\x1f".join((scope, key.hour.isoformat(), *(str(getattr(key, f)) for f in KEY_FIELDS[1:])))
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+class SessionRecord(BaseModel):
+    """A closed (or amended) session."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str  # or the ctx_token for click-token-only fragments
+    revision: int  # 0 at first close; +1 for each amendment by late events
+    agent_id: str
+    content_scope: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    closed_by: str  # "ended" (ended_at / OA end) | "inactivity" | "drain"
+    event_count: int
+    late_events: int
+    duplicate_events: int
+    turns: int
+    grounded: int
+    cited: int
+    displayed: int
+    engaged: int
+    cited_without_grounded: int
+    displayed_without_cited: int
+    displayed_without_grounded: int
+    outcome_type: str | None = None
+    outcome_value_minor: int | None = None
+    outcome_currency: str | None = None
+    user_segments: tuple[str, ...] = ()
+    source_formats: tuple[str, ...] = ()
+    emitters: tuple[str, ...] = ()
+
+
+class Observation(BaseModel):
+    """One observer's report of a retrieval."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str
+    source_role: str
+    emitter: str
+    timestamp: datetime
+    content_url: str | None = None
+    canonical_url: str | None = None
+    content_id: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+
+
+class CorrelatedRetrieval(BaseModel):
+    """One retrieval and everyone who reported it (CT 7.2 deduplication)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retrieval_id: str  # stable: derived from the content_telemetry_id and the group's identity
+    content_telemetry_id: str | None
+    canonical_url: str | None
+    content_id: str | None
+    owner_domain: str | None
+    status: str  # "corroborated" | "uncorroborated" | "standalone"
+    observer_roles: tuple[str, ...]
+    agent_session_id: str | None
+    agent_id: str | None
+    first_seen: datetime
+    last_seen: datetime
+    observations: tuple[Observation, ...]
+
+
+def encode(record: BaseModel) -> bytes:
+    return dumps(record.model_dump(mode="json"))
+
+
+def decode_delta(raw: bytes | str) -> FunnelDelta:
+    return FunnelDelta.model_validate(loads(raw))
+
+
+def decode_session(raw: bytes | str) -> SessionRecord:
+    return SessionRecord.model_validate(loads(raw))
+
+
+def decode_retrieval(raw: bytes | str) -> CorrelatedRetrieval:
+    return CorrelatedRetrieval.model_validate(loads(raw))
+
+
+def encode_event(event: CanonicalEvent) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def decode_event(raw: bytes | str) -> CanonicalEvent:
+    data: Any = loads(raw)
+    return CanonicalEvent.model_validate(data)
