@@ -179,16 +179,16 @@ def merge_rows(
     return out
 
 
+Totals = dict[tuple[object, ...], dict[str, object]]
+
+
 def totals(
     rows: Mapping[FunnelKey, FunnelCounts], by: tuple[str, ...] = ("owner_domain", "content_key")
-) -> dict[tuple[object, ...], dict[str, object]]:
+) -> Totals:
     """Roll rows up to the ``by`` dimensions (the report's shape), zero rows dropped."""
     acc: dict[tuple[object, ...], FunnelCounts] = {}
     for key, counts in rows.items():
         group = tuple(getattr(key, f) for f in by)
         acc.setdefault(group, FunnelCounts()).merge(counts)
-    return {
-        k: v.as_dict()
-        for k, v in sorted(acc.items(), key=lambda kv: tuple(map(str, kv[0])))
-        if not v.is_zero()
-    }
+    ordered = sorted(acc.items(), key=lambda kv: tuple(map(str, kv[0])))
+    return {k: v.as_dict() for k, v in ordered if not v.is_zero()}

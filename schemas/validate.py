@@ -5,25 +5,30 @@ every ``Violation`` found, each located by a JSON pointer and naming the rule: `
 for the shipped schemas (``schemas/jsonschema``), or the spec section for the rules a schema
 cannot express (CT 0.1 sections 5.7.4, 5.7.5, 5.5, 8.6, 8.7).
 
-The schemas are implemented by hand rather than interpreted: it is the hot path of ingestion
-(the ``jsonschema`` library is ~50x slower) and it reports all errors with useful pointers.
-``tests/unit/schemas/test_parity.py`` proves this agrees with ``jsonschema`` on the shipped
-files. Formats are asserted (``uuid``, ``date-time`` per RFC 3339, ``uri`` per RFC 3986), since
-the issue demands invalid UUIDs and timestamps be rejected.
+The schema layer is jsonschema-rs (Draft 2020-12) running the shipped schema files themselves,
+compiled once at import. The hot path asks ``is_valid`` only; a document that fails is validated
+again with ``iter_errors`` to report every error with its pointer. Formats are asserted (the
+issue demands invalid UUIDs and timestamps be rejected): ``uuid`` and ``uri`` (RFC 3986) by
+jsonschema-rs, ``date-time`` by ``parse_datetime`` here, because normalisation needs every
+accepted timestamp as a Python datetime (jsonschema-rs's own check lets some non-digits and
+year 0000 through). ``tests/unit/schemas/test_parity.py`` checks agreement with the independent
+``jsonschema`` library (``schemas/reference.py``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema_rs
 import orjson
 
+from schemas import jsonschema as shipped
 from schemas.canonical import DocKind, SourceFormat
 from schemas.detect import CT_VERSION, OA_VERSION, detect
 from schemas.urls import host_of
@@ -35,8 +40,6 @@ MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 #: Versions an OA-shaped document may declare: the spec's "0.4", and "0.1", which the OA SDKs
 #: still write on 0.4-shaped sessions (their schema module's default was never bumped).
 OA_ACCEPTED_VERSIONS = frozenset({OA_VERSION, "0.1"})
-
-_MISSING: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +89,6 @@ class Verdict:
 
 
 Errs = list[Violation]
-Check = Callable[[Any, str, Errs], None]
-
-
-# --- primitive checks --------------------------------------------------------------------------
 
 
 def json_type(v: Any) -> str:
@@ -113,29 +112,27 @@ def json_type(v: Any) -> str:
 
 
 def _short(v: Any) -> str:
-    text = repr(v)
+    try:
+        text = repr(v)
+    except RecursionError:
+        return f"<deeply nested {json_type(v)}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _is_int(v: Any) -> bool:
-    t = type(v)
-    return t is int or (t is float and v.is_integer())
+# --- formats -----------------------------------------------------------------------------------
 
-
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # RFC 3339 section 5.6 date-time (the ABNF is case-insensitive: "t" and "z" are allowed).
 _DT_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
-# RFC 3986 URI: scheme ":" then only unreserved / reserved characters or percent-escapes.
-_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
-
-
-def is_uuid(s: str) -> bool:
-    return _UUID_RE.fullmatch(s) is not None
+_ZERO = datetime(2000, 1, 1, tzinfo=UTC).utcoffset()
 
 
 @lru_cache(maxsize=8192)
 def parse_datetime(s: str) -> datetime | None:
-    """An RFC 3339 date-time as an aware UTC datetime, or None if ``s`` is not one."""
+    """An RFC 3339 date-time as an aware UTC datetime, or None if ``s`` is not one.
+
+    Also the ``date-time`` format of the schema layer, so validation warms the cache that
+    normalisation reads.
+    """
     if _DT_RE.fullmatch(s) is None:
         return None
     text = s.upper()
@@ -151,475 +148,156 @@ def parse_datetime(s: str) -> datetime | None:
     return dt if dt.utcoffset() == _ZERO else dt.astimezone(UTC)
 
 
-_ZERO = datetime(2000, 1, 1, tzinfo=UTC).utcoffset()
+def is_datetime(s: str) -> bool:
+    """The ``date-time`` format: RFC 3339, and representable as a Python datetime."""
+    return parse_datetime(s) is not None
 
 
-def is_uri(s: str) -> bool:
-    return _URI_RE.fullmatch(s) is not None
-
-
-def _type_err(v: Any, ptr: str, expected: str, errs: Errs) -> None:
-    errs.append(Violation(ptr, "jsonschema:type", f"expected {expected}, got {json_type(v)}"))
-
-
-def c_str(nullable: bool = False) -> Check:
-    expected = "string or null" if nullable else "string"
-
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if type(v) is not str and not (nullable and v is None):
-            _type_err(v, ptr, expected, errs)
-
-    return check
-
-
-def c_bool(nullable: bool = False) -> Check:
-    expected = "boolean or null" if nullable else "boolean"
-
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if type(v) is not bool and not (nullable and v is None):
-            _type_err(v, ptr, expected, errs)
-
-    return check
-
-
-def c_int(minimum: int | None = None, maximum: int | None = None, nullable: bool = False) -> Check:
-    expected = "integer or null" if nullable else "integer"
-
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if nullable and v is None:
-            return
-        if not _is_int(v):
-            _type_err(v, ptr, expected, errs)
-            return
-        if minimum is not None and v < minimum:
-            errs.append(
-                Violation(ptr, "jsonschema:minimum", f"{_short(v)} is less than the minimum {minimum}")
-            )
-        if maximum is not None and v > maximum:
-            errs.append(
-                Violation(ptr, "jsonschema:maximum", f"{_short(v)} is more than the maximum {maximum}")
-            )
-
-    return check
-
-
-def c_enum(values: Iterable[str], nullable: bool = False, typed: bool = True) -> Check:
-    """A string enum. ``typed=False`` for schemas whose enum has no ``type`` (none here)."""
-    allowed = frozenset(values)
-    shown = ", ".join(sorted(allowed))
-
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if nullable and v is None:
-            return
-        if typed and type(v) is not str:
-            _type_err(v, ptr, "string or null" if nullable else "string", errs)
-        elif v not in allowed:
-            errs.append(Violation(ptr, "jsonschema:enum", f"{_short(v)} is not one of: {shown}"))
-
-    return check
-
-
-def c_const(value: str) -> Check:
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if type(v) is not str:
-            _type_err(v, ptr, "string", errs)
-        elif v != value:
-            errs.append(Violation(ptr, "jsonschema:const", f"{_short(v)} is not {value!r}"))
-
-    return check
-
-
-def c_format(fmt: str, nullable: bool = False) -> Check:
-    tests: dict[str, Callable[[str], object]] = {"uuid": is_uuid, "date-time": parse_datetime, "uri": is_uri}
-    test = tests[fmt]
-    expected = "string or null" if nullable else "string"
-    hint = {
-        "uuid": "a UUID (RFC 9562, 8-4-4-4-12 hex digits)",
-        "date-time": "an RFC 3339 date-time, e.g. 2026-01-15T10:30:00Z",
-        "uri": "an absolute URI (RFC 3986; percent-encode spaces and non-ASCII)",
-    }[fmt]
-
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if type(v) is str:
-            ok = test(v)
-            if ok is None or ok is False:
-                errs.append(Violation(ptr, "jsonschema:format", f"{_short(v)} is not {hint}"))
-        elif not (nullable and v is None):
-            _type_err(v, ptr, expected, errs)
-
-    return check
-
-
-def c_pattern(pattern: str, nullable: bool = False) -> Check:
-    # re.search with the schema's own pattern: exactly what JSON Schema's "pattern" means.
-    regex = re.compile(pattern)
-
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if type(v) is str:
-            if regex.search(v) is None:
-                errs.append(Violation(ptr, "jsonschema:pattern", f"{_short(v)} does not match {pattern}"))
-        elif not (nullable and v is None):
-            _type_err(v, ptr, "string", errs)
-
-    return check
-
-
-def c_array(item: Check | None = None, min_items: int = 0, unique: bool = False) -> Check:
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if type(v) is not list:
-            _type_err(v, ptr, "array", errs)
-            return
-        if len(v) < min_items:
-            errs.append(Violation(ptr, "jsonschema:minItems", f"needs at least {min_items} item(s)"))
-        if item is not None:
-            for i, x in enumerate(v):
-                item(x, f"{ptr}/{i}", errs)
-        if unique:
-            seen: list[Any] = []
-            for x in v:
-                key = orjson.dumps(x, option=orjson.OPT_SORT_KEYS)
-                if key in seen:
-                    errs.append(
-                        Violation(ptr, "jsonschema:uniqueItems", f"{_short(x)} appears more than once")
-                    )
-                    break
-                seen.append(key)
-
-    return check
-
-
-Props = tuple[tuple[str, Check], ...]
-
-
-def c_object(props: Props, required: tuple[str, ...] = (), nullable: bool = False) -> Check:
-    def check(v: Any, ptr: str, errs: Errs) -> None:
-        if type(v) is not dict:
-            if not (nullable and v is None):
-                _type_err(v, ptr, "object or null" if nullable else "object", errs)
-            return
-        for key in required:
-            if key not in v:
-                errs.append(
-                    Violation(f"{ptr}/{key}", "jsonschema:required", f"required field {key!r} is missing")
-                )
-        for key, sub in props:
-            x = v.get(key, _MISSING)
-            if x is not _MISSING:
-                sub(x, f"{ptr}/{key}", errs)
-
-    return check
-
-
-# --- Content Telemetry 0.1 (telemetry-session.json, telemetry-event*.json, manifest.json) -----
-
-CT_EVENT_TYPES = (
-    "content_retrieved",
-    "content_grounded",
-    "content_cited",
-    "content_displayed",
-    "content_engaged",
-    "turn_started",
-    "turn_completed",
-)
-CT_CONTENT_TYPES = frozenset(t for t in CT_EVENT_TYPES if t.startswith("content_"))
-PRIVACY_LEVELS = ("full", "summary", "intent", "minimal")
-SOURCE_ROLES = ("origin", "edge", "index", "agent")
-CONFORMANCE_LEVELS = ("retrieval", "grounding", "citation")
-_SHA256 = "^sha256:[a-f0-9]{64}$"
-
-_CT_TURN = c_object(
-    (
-        ("privacy_level", c_enum(PRIVACY_LEVELS)),
-        ("query_text", c_str(True)),
-        ("response_text", c_str(True)),
-        ("query_intent", c_str(True)),  # IntentCategory is an open string (section 5.6)
-        ("response_type", c_str(True)),
-        ("response_mode", c_str(True)),  # ResponseMode is an open string (section 5.4.1)
-        ("topics", c_array(c_str())),
-        ("content_urls_retrieved", c_array(c_format("uri"))),
-        ("content_urls_cited", c_array(c_format("uri"))),
-        ("query_tokens", c_int(0, nullable=True)),
-        ("response_tokens", c_int(0, nullable=True)),
-        ("model_id", c_str(True)),
-        ("ad_rendered", c_bool(True)),
-    ),
-    required=("privacy_level",),
-    nullable=True,
-)
-
-# Section 6 data profiles, applied through the schema's allOf/if-then on ``type``.
-_CT_DATA: dict[str, Check] = {
-    "content_grounded": c_object(
-        (
-            ("scope", c_enum(("session", "turn"))),
-            ("cached", c_bool()),
-            ("tokens_ingested", c_int(0)),
-            ("content_version", c_str()),
-            ("content_last_modified", c_format("date-time")),
-            ("content_hash", c_pattern(_SHA256)),
-            ("media_type", c_str()),
-        )
-    ),
-    "content_cited": c_object(
-        (
-            (
-                "citation_type",
-                c_enum(("direct_quote", "paraphrase", "reference", "contradiction", "unclassified")),
-            ),
-            ("media_type", c_str()),
-            ("excerpt_tokens", c_int(0)),
-            ("excerpt_chars", c_int(0)),
-            ("excerpt_hash", c_pattern(_SHA256)),
-            ("position", c_enum(("primary", "supporting", "mentioned", "unclassified"))),
-            ("content_hash", c_pattern(_SHA256)),
-            ("url_verified", c_bool()),
-        )
-    ),
-    "content_displayed": c_object((("display_type", c_str()), ("media_type", c_str()))),
-    "content_engaged": c_object((("engagement_type", c_str()),)),
-    "content_retrieved": c_object(
-        (
-            ("media_type", c_str()),
-            ("user_agent", c_str()),
-            ("bot_category", c_str()),
-            ("bot_name", c_str()),
-            ("verified", c_bool()),
-            ("cache_status", c_str()),
-            ("response_status", c_int(100, 599)),
-            ("response_bytes", c_int(0)),
-            ("ja4", c_str()),
-            ("asn", c_int()),
-            ("asn_org", c_str()),
-            ("country", c_pattern("^[A-Z]{2}$")),
-            ("ip_hash", c_pattern(_SHA256)),
-        )
-    ),
+_FORMAT_HINTS = {
+    "uuid": "a UUID (RFC 9562, 8-4-4-4-12 hex digits)",
+    "date-time": "an RFC 3339 date-time, e.g. 2026-01-15T10:30:00Z",
+    "uri": "an absolute URI (RFC 3986; percent-encode spaces, non-ASCII and brackets outside hosts)",
 }
 
-_CT_EVENT_BASE = c_object(
-    (
-        ("id", c_format("uuid")),
-        ("type", c_enum(CT_EVENT_TYPES)),
-        ("timestamp", c_format("date-time")),
-        ("turn_id", c_str(True)),
-        ("source_role", c_enum(SOURCE_ROLES)),
-        ("content_telemetry_id", c_format("uuid", True)),
-        ("content_url", c_format("uri", True)),
-        ("content_id", c_str(True)),
-        ("license_ref", c_str(True)),
-        ("turn", _CT_TURN),
-        ("data", c_object(())),
-    ),
-    required=("type", "timestamp"),
+# --- the schema layer: jsonschema-rs on the shipped files ----------------------------------------
+
+
+def _compile() -> dict[DocKind, jsonschema_rs.Validator]:
+    schemas = shipped.all_schemas()
+    registry = jsonschema_rs.Registry([(s["$id"], s) for s in schemas])
+    return {
+        kind: jsonschema_rs.Draft202012Validator(
+            shipped.schema(kind.value),
+            registry=registry,
+            validate_formats=True,
+            formats={"date-time": is_datetime},
+        )
+        for kind in DocKind
+        if kind is not DocKind.UNKNOWN
+    }
+
+
+_VALIDATORS = _compile()
+
+#: CT 0.1 event types that are about content (section 4.5), read from the shipped schema.
+CT_CONTENT_TYPES = frozenset(
+    t for t in shipped.load("session")["$defs"]["EventType"]["enum"] if t.startswith("content_")
 )
 
 
-def _ct_event(v: Any, ptr: str, errs: Errs) -> None:
-    _CT_EVENT_BASE(v, ptr, errs)
-    if type(v) is dict:
-        etype = v.get("type")
-        profile = _CT_DATA.get(etype) if type(etype) is str else None
-        data = v.get("data")
-        if profile is not None and type(data) is dict:
-            profile(data, f"{ptr}/data", errs)
+def _pointer(path: Iterable[str | int]) -> str:
+    """RFC 6901: '~' -> '~0', '/' -> '~1'."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-_CT_SESSION = c_object(
-    (
-        ("document_type", c_const("session")),
-        ("schema_version", c_const(CT_VERSION)),
-        ("conformance_level", c_enum(CONFORMANCE_LEVELS)),
-        ("session_id", c_format("uuid")),
-        ("agent_id", c_str(True)),
-        ("content_scope", c_str(True)),
-        ("manifest_ref", c_str(True)),
-        ("started_at", c_format("date-time")),
-        ("ended_at", c_format("date-time", True)),
-        ("events", c_array(_ct_event)),
-    ),
-    required=("schema_version", "session_id", "started_at"),
-)
+def _field(path: list[str | int]) -> str:
+    """How a message names a location: ``timestamp``, ``roles[0]``, ``the document``."""
+    indices = ""
+    for p in reversed(path):
+        if type(p) is int:
+            indices = f"[{p}]{indices}"
+        else:
+            return f"{p}{indices}"
+    return f"the document{indices}" if indices else "the document"
 
-_ENVELOPE_PROPS: Props = (
-    ("schema_version", c_const(CT_VERSION)),
-    ("session_id", c_format("uuid")),
-    ("ctx_token", c_str()),
-    ("agent_id", c_str()),
-    ("started_at", c_format("date-time")),
-)
-_CT_EVENT_ENVELOPE = c_object(
-    (("document_type", c_const("event")), *_ENVELOPE_PROPS, ("event", _ct_event)),
-    required=("document_type", "schema_version", "event"),
-)
-_CT_BATCH = c_object(
-    (
-        ("document_type", c_const("event_batch")),
-        *_ENVELOPE_PROPS,
-        ("events", c_array(_ct_event, min_items=1)),
-    ),
-    required=("document_type", "schema_version", "events"),
-)
 
-_CT_MANIFEST = c_object(
-    (
-        ("schema_version", c_const(CT_VERSION)),
-        ("id", c_format("uri")),
-        ("roles", c_array(c_enum(("content_owner", "agent", "platform")), min_items=1, unique=True)),
-        ("operator", c_object((("name", c_str()), ("domain", c_str())), required=("name",))),
-        (
-            "keys",
-            c_array(
-                c_object(
-                    (
-                        ("id", c_str()),
-                        ("type", c_const("Ed25519")),
-                        ("publicKey", c_str()),
-                        ("expires", c_format("date-time")),
-                    ),
-                    required=("id", "type", "publicKey"),
-                )
-            ),
-        ),
-        (
-            "telemetry",
-            c_object(
-                (("endpoint", c_format("uri")), ("conformance_level", c_enum(CONFORMANCE_LEVELS))),
-                required=("endpoint",),
-            ),
-        ),
-        ("domains", c_array(c_str())),
-    ),
-    required=("schema_version", "id", "roles", "operator"),
-)
+def _types(names: Iterable[str]) -> str:
+    return " or ".join(sorted(set(names), key=lambda t: (t == "null", t)))
 
-# --- OpenAttribution 0.4 (schema.json) and its HTTP bodies (section 4.1) ------------------------
 
-OA_EVENT_TYPES = (
-    "content_retrieved",
-    "content_displayed",
-    "content_engaged",
-    "content_cited",
-    "turn_started",
-    "turn_completed",
-    "product_viewed",
-    "product_compared",
-    "cart_add",
-    "cart_remove",
-    "checkout_started",
-    "checkout_completed",
-    "checkout_abandoned",
-)
-OA_INTENTS = (
-    "product_research",
-    "comparison",
-    "how_to",
-    "troubleshooting",
-    "general_question",
-    "purchase_intent",
-    "price_check",
-    "availability_check",
-    "review_seeking",
-    "chitchat",
-    "other",
-)
+def _violation(err: jsonschema_rs.ValidationError) -> Violation:
+    kind = err.kind
+    path = err.instance_path
+    name = _field(path)
+    ptr = _pointer(path)
+    keyword = kind.name
+    rule = f"jsonschema:{keyword}"
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+        return Violation(
+            _pointer([*path, kind.property]), rule, f"required field {kind.property!r} is missing"
+        )
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Type):
+        message = f"{name} must be {_types(kind.types)}, got {json_type(err.instance)}"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Enum):
+        shown = ", ".join(map(str, kind.options))
+        message = f"{name} {_short(err.instance)} is not one of: {shown}"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Constant):
+        message = f"{name} {_short(err.instance)} is not {kind.expected_value!r}"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Format):
+        hint = _FORMAT_HINTS.get(kind.format, f"a valid {kind.format!r}")
+        message = f"{name} {_short(err.instance)} is not {hint}"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Pattern):
+        message = f"{name} {_short(err.instance)} does not match {kind.pattern}"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Minimum):
+        message = f"{name} {_short(err.instance)} is less than the minimum {kind.limit}"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Maximum):
+        message = f"{name} {_short(err.instance)} is more than the maximum {kind.limit}"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.MinItems):
+        message = f"{name} needs at least {kind.limit} item(s)"
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.UniqueItems):
+        message = f"{name} has an item more than once"
+    else:
+        message = f"{name}: {err.message}"
+    return Violation(ptr, rule, message)
 
-_OA_TURN = c_object(
-    (
-        ("privacy_level", c_enum(PRIVACY_LEVELS)),
-        ("query_text", c_str(True)),
-        ("response_text", c_str(True)),
-        ("query_intent", c_enum(OA_INTENTS, nullable=True)),
-        ("response_type", c_str(True)),
-        ("topics", c_array(c_str())),
-        ("content_urls_retrieved", c_array(c_format("uri"))),
-        ("content_urls_cited", c_array(c_format("uri"))),
-        ("query_tokens", c_int(0, nullable=True)),
-        ("response_tokens", c_int(0, nullable=True)),
-        ("model_id", c_str(True)),
-    ),
-    required=("privacy_level",),
-    nullable=True,
-)
-_OA_EVENT = c_object(
-    (
-        ("id", c_format("uuid")),
-        ("type", c_enum(OA_EVENT_TYPES)),
-        ("timestamp", c_format("date-time")),
-        ("content_url", c_format("uri", True)),
-        ("product_id", c_format("uuid", True)),
-        ("turn", _OA_TURN),
-        ("data", c_object(())),
-    ),
-    required=("type", "timestamp"),
-)
-_OA_INITIATOR = c_object(
-    (("agent_id", c_str(True)), ("manifest_ref", c_str(True)), ("operator_id", c_str(True))), nullable=True
-)
-_OA_USER_CONTEXT = c_object(
-    (("external_id", c_str(True)), ("segments", c_array(c_str())), ("attributes", c_object(())))
-)
-_OA_OUTCOME = c_object(
-    (
-        ("type", c_enum(("conversion", "abandonment", "browse"))),
-        ("value_amount", c_int(0)),
-        ("currency", c_pattern("^[A-Z]{3}$")),
-        ("products", c_array(c_format("uuid"))),
-        ("metadata", c_object(())),
-    ),
-    required=("type",),
-    nullable=True,
-)
-_OA_SESSION_PROPS: Props = (
-    ("session_id", c_format("uuid")),
-    ("initiator_type", c_enum(("user", "agent"))),
-    ("initiator", _OA_INITIATOR),
-    ("agent_id", c_str(True)),
-    ("content_scope", c_str(True)),
-    ("manifest_ref", c_str(True)),
-    ("prior_session_ids", c_array(c_format("uuid"))),
-    ("started_at", c_format("date-time")),
-    ("ended_at", c_format("date-time", True)),
-    ("user_context", _OA_USER_CONTEXT),
-    ("events", c_array(_OA_EVENT)),
-    ("outcome", _OA_OUTCOME),
-)
-_OA_SESSION = c_object(
-    (("schema_version", c_enum(OA_ACCEPTED_VERSIONS)), *_OA_SESSION_PROPS),
-    required=("schema_version", "session_id", "started_at"),
-)
-# The HTTP bodies have no JSON Schema in the spec; these follow the reference server's models.
-_OA_START = c_object(
-    (
-        ("session_id", c_format("uuid")),  # not sent by SDKs; a gateway may assign one
-        ("initiator_type", c_enum(("user", "agent"))),
-        ("initiator", _OA_INITIATOR),
-        ("content_scope", c_str(True)),
-        ("agent_id", c_str(True)),
-        ("manifest_ref", c_str(True)),
-        ("external_session_id", c_str(True)),
-        ("user_context", _OA_USER_CONTEXT),
-        ("prior_session_ids", c_array(c_format("uuid"))),
-        ("started_at", c_format("date-time")),
-    )
-)
-_OA_EVENTS = c_object(
-    (("session_id", c_format("uuid")), ("events", c_array(_OA_EVENT))), required=("session_id", "events")
-)
-_OA_END = c_object(
-    (("session_id", c_format("uuid")), ("outcome", _OA_OUTCOME), ("ended_at", c_format("date-time", True))),
-    required=("session_id", "outcome"),
-)
 
-_SCHEMAS: dict[DocKind, Check] = {
-    DocKind.SESSION: _CT_SESSION,
-    DocKind.EVENT: _CT_EVENT_ENVELOPE,
-    DocKind.EVENT_BATCH: _CT_BATCH,
-    DocKind.MANIFEST: _CT_MANIFEST,
-    DocKind.OA_SESSION: _OA_SESSION,
-    DocKind.OA_SESSION_START: _OA_START,
-    DocKind.OA_EVENTS: _OA_EVENTS,
-    DocKind.OA_SESSION_END: _OA_END,
-}
+def _leaves(err: jsonschema_rs.ValidationError) -> Iterator[Violation]:
+    """The violations an error stands for: a failed ``oneOf``/``anyOf`` between a definition and
+    ``null`` (how the schemas spell "nullable") reports the definition's own errors, or one
+    ``type`` error naming every allowed type, rather than "not valid under any of the schemas".
+    """
+    kind = err.kind
+    if not isinstance(
+        kind, jsonschema_rs.ValidationErrorKind.OneOfNotValid | jsonschema_rs.ValidationErrorKind.AnyOf
+    ):
+        yield _violation(err)
+        return
+    here = err.instance_path
+    live: list[list[jsonschema_rs.ValidationError]] = []
+    types: list[str] = []
+    for branch in kind.context:
+        mismatches = [
+            e
+            for e in branch
+            if isinstance(e.kind, jsonschema_rs.ValidationErrorKind.Type) and e.instance_path == here
+        ]
+        if branch and len(mismatches) == len(branch):
+            types += [t for e in mismatches for t in e.kind.types]  # type: ignore[attr-defined]
+        else:
+            live.append(branch)
+    if len(live) == 1:
+        for sub in live[0]:
+            yield from _leaves(sub)
+    elif not live and types:
+        yield Violation(
+            _pointer(here),
+            "jsonschema:type",
+            f"{_field(here)} must be {_types(types)}, got {json_type(err.instance)}",
+        )
+    else:
+        yield _violation(err)
+
+
+def _schema_errors(validator: jsonschema_rs.Validator, doc: Any, errs: Errs) -> None:
+    """Every schema error of ``doc``; the fast ``is_valid`` first, ``iter_errors`` only on failure.
+
+    jsonschema-rs refuses values nested deeper than its recursion limit (~255 levels) with a
+    ValueError instead of overflowing; that becomes a ``ctpipe:depth`` violation.
+    """
+    try:
+        if validator.is_valid(doc):
+            return
+        found = [v for err in validator.iter_errors(doc) for v in _leaves(err)]
+    except (ValueError, RecursionError) as exc:
+        errs.append(Violation("", "ctpipe:depth", f"document nests too deeply to validate: {exc}"))
+        return
+    seen: set[tuple[str, str, str]] = set()
+    for v in found:
+        key = (v.pointer, v.rule, v.message)
+        if key not in seen:  # a value failing in several allOf branches is one error
+            seen.add(key)
+            errs.append(v)
+
 
 # --- application-layer rules ---------------------------------------------------------------------
 
@@ -832,7 +510,11 @@ def check(doc: Any, source: str | None = None) -> Verdict:
         return verdict
     if not _version_rule(doc, verdict):
         return verdict
-    _SCHEMAS[det.kind](doc, "", verdict.errors)
+    if det.kind is DocKind.OA_SESSION and doc.get("schema_version") == "0.1":
+        # The OA SDKs' "0.1" on a 0.4-shaped session: validate it as the 0.4 it is.
+        _schema_errors(_VALIDATORS[det.kind], {**doc, "schema_version": OA_VERSION}, verdict.errors)
+    else:
+        _schema_errors(_VALIDATORS[det.kind], doc, verdict.errors)
     if det.kind is DocKind.MANIFEST:
         _manifest_rules(doc, verdict)
     elif det.format is SourceFormat.CONTENT_TELEMETRY:
