@@ -1,5 +1,8 @@
 """Benchmark of the schemas hot path: decode + detect + validate + normalise (``ingest``).
 
+Also reported: decode + ``check`` alone (the schema layer is jsonschema-rs running the shipped
+schemas, plus the application-layer rules), to see validation apart from normalisation.
+
 Typical mix (by events): CT 0.1 session documents (~8 events, turns + all five stages), CT event
 batches from agents, CT standalone edge retrievals, OA 0.4 SDK sessions with commerce events.
 Baseline in the same process: orjson decode + the ``jsonschema`` library validating the same
@@ -260,6 +263,19 @@ def bench_ingest(docs: list[bytes], seconds: float) -> tuple[float, float]:
     return events / elapsed, total_docs / elapsed
 
 
+def bench_check(docs: list[bytes], seconds: float) -> tuple[float, float]:
+    events = total_docs = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for raw in docs:
+            verdict = check(orjson.loads(raw))
+            assert verdict.accepted, verdict.errors
+            events += _events(verdict.doc)
+        total_docs += len(docs)
+    elapsed = time.perf_counter() - start
+    return events / elapsed, total_docs / elapsed
+
+
 def bench_jsonschema(docs: list[bytes], seconds: float) -> float:
     kinds = [check(orjson.loads(raw)).kind for raw in docs]
     events = 0
@@ -283,6 +299,8 @@ def main() -> None:
     bench_ingest(docs[:200], 0.5)  # warm caches (URL canonicalisation, regexes)
     eps, dps = bench_ingest(docs, args.seconds)
     print(f"ingest (decode+detect+validate+normalise): {eps:,.0f} events/s, {dps:,.0f} docs/s")
+    ceps, cdps = bench_check(docs, args.seconds)
+    print(f"validate (decode+detect+check): {ceps:,.0f} events/s, {cdps:,.0f} docs/s")
     base = bench_jsonschema(docs, args.seconds)
     print(f"baseline (orjson + jsonschema validate only): {base:,.0f} events/s")
     print(f"ratio: {eps / base:.1f}x")

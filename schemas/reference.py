@@ -1,10 +1,12 @@
 """Reference validation with the ``jsonschema`` library against the shipped schema files.
 
-Slow (an order of magnitude below ``schemas.validate``) and needs the dev extra; it exists to
-prove parity in tests and to be the baseline of ``bench/bench_schemas.py``, never on the hot
-path. Formats are asserted, as in ``schemas.validate``: ``uuid`` by the library's own checker,
-``date-time`` and ``uri`` by independent checks here (the library skips them unless optional
-packages are installed).
+Slow (two orders of magnitude below ``schemas.validate``, which runs jsonschema-rs) and needs
+the dev extra; it is the independent implementation the parity tests compare with, and the
+baseline of ``bench/bench_schemas.py``, never on the hot path. Formats are asserted, as in
+``schemas.validate``: ``uuid`` by the library's own checker, ``date-time`` and ``uri`` by
+independent checks here (the library skips them unless optional packages are installed). The
+``uri`` check here is per character (RFC 3986's alphabet and percent-escapes), so it is looser
+than jsonschema-rs's full RFC 3986 grammar (which also rejects, e.g., ``[`` outside a host).
 """
 
 from __future__ import annotations

@@ -178,6 +178,7 @@ def _compile() -> dict[DocKind, jsonschema_rs.Validator]:
 
 
 _VALIDATORS = _compile()
+_K = jsonschema_rs.ValidationErrorKind
 
 #: CT 0.1 event types that are about content (section 4.5), read from the shipped schema.
 CT_CONTENT_TYPES = frozenset(
@@ -212,29 +213,29 @@ def _violation(err: jsonschema_rs.ValidationError) -> Violation:
     ptr = _pointer(path)
     keyword = kind.name
     rule = f"jsonschema:{keyword}"
-    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+    if isinstance(kind, _K.Required):
         return Violation(
             _pointer([*path, kind.property]), rule, f"required field {kind.property!r} is missing"
         )
-    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Type):
+    if isinstance(kind, _K.Type):
         message = f"{name} must be {_types(kind.types)}, got {json_type(err.instance)}"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Enum):
+    elif isinstance(kind, _K.Enum):
         shown = ", ".join(map(str, kind.options))
         message = f"{name} {_short(err.instance)} is not one of: {shown}"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Constant):
+    elif isinstance(kind, _K.Constant):
         message = f"{name} {_short(err.instance)} is not {kind.expected_value!r}"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Format):
+    elif isinstance(kind, _K.Format):
         hint = _FORMAT_HINTS.get(kind.format, f"a valid {kind.format!r}")
         message = f"{name} {_short(err.instance)} is not {hint}"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Pattern):
+    elif isinstance(kind, _K.Pattern):
         message = f"{name} {_short(err.instance)} does not match {kind.pattern}"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Minimum):
+    elif isinstance(kind, _K.Minimum):
         message = f"{name} {_short(err.instance)} is less than the minimum {kind.limit}"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.Maximum):
+    elif isinstance(kind, _K.Maximum):
         message = f"{name} {_short(err.instance)} is more than the maximum {kind.limit}"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.MinItems):
+    elif isinstance(kind, _K.MinItems):
         message = f"{name} needs at least {kind.limit} item(s)"
-    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.UniqueItems):
+    elif isinstance(kind, _K.UniqueItems):
         message = f"{name} has an item more than once"
     else:
         message = f"{name}: {err.message}"
@@ -247,20 +248,14 @@ def _leaves(err: jsonschema_rs.ValidationError) -> Iterator[Violation]:
     ``type`` error naming every allowed type, rather than "not valid under any of the schemas".
     """
     kind = err.kind
-    if not isinstance(
-        kind, jsonschema_rs.ValidationErrorKind.OneOfNotValid | jsonschema_rs.ValidationErrorKind.AnyOf
-    ):
+    if not isinstance(kind, _K.OneOfNotValid | _K.AnyOf):
         yield _violation(err)
         return
     here = err.instance_path
     live: list[list[jsonschema_rs.ValidationError]] = []
     types: list[str] = []
     for branch in kind.context:
-        mismatches = [
-            e
-            for e in branch
-            if isinstance(e.kind, jsonschema_rs.ValidationErrorKind.Type) and e.instance_path == here
-        ]
+        mismatches = [e for e in branch if isinstance(e.kind, _K.Type) and e.instance_path == here]
         if branch and len(mismatches) == len(branch):
             types += [t for e in mismatches for t in e.kind.types]  # type: ignore[attr-defined]
         else:
@@ -282,21 +277,40 @@ def _schema_errors(validator: jsonschema_rs.Validator, doc: Any, errs: Errs) -> 
     """Every schema error of ``doc``; the fast ``is_valid`` first, ``iter_errors`` only on failure.
 
     jsonschema-rs refuses values nested deeper than its recursion limit (~255 levels) with a
-    ValueError instead of overflowing; that becomes a ``ctpipe:depth`` violation.
+    ValueError instead of overflowing the stack (so no depth guard is needed before it): that,
+    and any value no JSON decoder produces, becomes a violation, never an exception.
     """
     try:
         if validator.is_valid(doc):
             return
         found = [v for err in validator.iter_errors(doc) for v in _leaves(err)]
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
         errs.append(Violation("", "ctpipe:depth", f"document nests too deeply to validate: {exc}"))
         return
+    except ValueError as exc:  # the recursion limit, or a Python value JSON cannot hold
+        deep = "recursion" in str(exc).lower()
+        errs.append(
+            Violation(
+                "",
+                "ctpipe:depth" if deep else "ctpipe:not-json",
+                f"document {'nests too deeply to validate' if deep else 'is not plain JSON data'}: {exc}",
+            )
+        )
+        return
+    if not found:  # is_valid and iter_errors disagree: still never call it valid
+        errs.append(Violation("", "jsonschema:invalid", "the document does not match its schema"))
+    # One error per cause: a value of the wrong type also fails its enum/const, and a value
+    # failing in several allOf branches fails once.
+    mistyped = {v.pointer for v in found if v.rule == "jsonschema:type"}
     seen: set[tuple[str, str, str]] = set()
     for v in found:
         key = (v.pointer, v.rule, v.message)
-        if key not in seen:  # a value failing in several allOf branches is one error
+        if key not in seen and not (v.pointer in mistyped and v.rule in _IMPLIED_BY_TYPE):
             seen.add(key)
             errs.append(v)
+
+
+_IMPLIED_BY_TYPE = frozenset({"jsonschema:enum", "jsonschema:const"})
 
 
 # --- application-layer rules ---------------------------------------------------------------------

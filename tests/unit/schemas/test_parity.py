@@ -1,4 +1,4 @@
-"""Parity: the hand-written fast path and the jsonschema library agree on schema validity."""
+"""Parity: the fast path (jsonschema-rs) and the jsonschema library agree on schema validity."""
 
 from __future__ import annotations
 
