@@ -32,35 +32,51 @@ from producers.bots import BOTS
 from producers.cdn_logs import EdgeObservation, Retrieval, process_line, render_line
 
 HOSTS = ["www.ft.com", "www.theguardian.com", "news.example.org", "blog.example.com"]
-BROWSERS = [
-    f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
-    for v in range(100, 140)
-] + [
-    f"Mozilla/5.0 (iPhone; CPU iPhone OS 17_{v} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    f"Version/17.{v} Mobile/15E148 Safari/604.1"
-    for v in range(0, 40)
-] + [
-    f"Mozilla/5.0 (X11; Linux x86_64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0" for v in range(100, 140)
-] + [
-    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
-    "curl/8.5.0",
-]
+_WEBKIT = "AppleWebKit/537.36 (KHTML, like Gecko"
+BROWSERS = (
+    [
+        f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) {_WEBKIT}) Chrome/{v}.0.0.0 Safari/537.36"
+        for v in range(100, 140)
+    ]
+    + [
+        f"Mozilla/5.0 (iPhone; CPU iPhone OS 17_{v} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        f"Version/17.{v} Mobile/15E148 Safari/604.1"
+        for v in range(0, 40)
+    ]
+    + [f"Mozilla/5.0 (X11; Linux x86_64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0" for v in range(100, 140)]
+    + [
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "curl/8.5.0",
+    ]
+)
 AI_BOTS = [
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)", "AI Crawler"),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot", "AI Assistant"),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; OAI-SearchBot/1.0; +https://openai.com/searchbot)", "AI Search"),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)", "AI Crawler"),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Claude-User/1.0; +Claude-User@anthropic.com)", "AI Assistant"),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)", "AI Search"),
-    ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Perplexity-User/1.0; +https://perplexity.ai/perplexity-user)", "AI Assistant"),
+    (f"Mozilla/5.0 {_WEBKIT}; compatible; GPTBot/1.2; +https://openai.com/gptbot)", "AI Crawler"),
+    (f"Mozilla/5.0 {_WEBKIT}); compatible; ChatGPT-User/1.0; +https://openai.com/bot", "AI Assistant"),
+    (f"Mozilla/5.0 {_WEBKIT}; compatible; OAI-SearchBot/1.0; +https://openai.com/searchbot)", "AI Search"),
+    (f"Mozilla/5.0 {_WEBKIT}; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)", "AI Crawler"),
+    (f"Mozilla/5.0 {_WEBKIT}; compatible; Claude-User/1.0; +Claude-User@anthropic.com)", "AI Assistant"),
+    (
+        f"Mozilla/5.0 {_WEBKIT}; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)",
+        "AI Search",
+    ),
+    (
+        f"Mozilla/5.0 {_WEBKIT}; compatible; Perplexity-User/1.0; +https://perplexity.ai/perplexity-user)",
+        "AI Assistant",
+    ),
     ("Mozilla/5.0 (compatible; Bytespider; spider-feedback@bytedance.com)", None),
     ("CCBot/2.0 (https://commoncrawl.org/faq/)", None),
     ("meta-externalagent/1.1 (+https://developers.facebook.com/docs/sharing/webmasters/crawler)", None),
     ("Mozilla/5.0 (compatible; Amazonbot/0.1; +https://developer.amazon.com/support/amazonbot)", None),
     ("DuckAssistBot/1.2; (+http://duckduckgo.com/duckassistbot.html)", "AI Assistant"),
 ]
-STATIC = ["/static/app.{h}.js", "/static/site.{h}.css", "/img/hero-{h}.webp", "/fonts/inter-{h}.woff2", "/favicon.ico"]
+STATIC = [
+    "/static/app.{h}.js",
+    "/static/site.{h}.css",
+    "/img/hero-{h}.webp",
+    "/fonts/inter-{h}.woff2",
+    "/favicon.ico",
+]
 
 
 def corpus(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes]]:
@@ -129,11 +145,15 @@ def ctpipe_auto(cf: list[bytes], ng: list[bytes]) -> int:
 
 # --- the naive baseline ----------------------------------------------------------------------
 _NAIVE_BOTS = [(b.name, b.token, b.category) for b in BOTS]
-_NAIVE_COMBINED = re.compile(r'(\S+) \S+ \S+ \[([^\]]+)\] "([^"]*)" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"(?: "([^"]*)")?')
+_NAIVE_COMBINED = re.compile(
+    r'(\S+) \S+ \S+ \[([^\]]+)\] "([^"]*)" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"(?: "([^"]*)")?'
+)
 _STATIC_RE = r"\.(css|js|mjs|map|png|jpe?g|gif|svg|ico|webp|avif|woff2?|ttf|eot|otf)$"
 
 
-def _naive_doc(host: str, path: str, ts: datetime, ua: str, status: int, line: bytes) -> dict[str, object] | None:
+def _naive_doc(
+    host: str, path: str, ts: datetime, ua: str, status: int, line: bytes
+) -> dict[str, object] | None:
     if re.search(_STATIC_RE, path.split("?")[0], re.I):
         return None
     bot = None
@@ -161,7 +181,14 @@ def naive_path(cf: list[bytes], ng: list[bytes]) -> int:
     for line in cf:
         rec = json.loads(line)
         ts = datetime.fromtimestamp(rec["EdgeStartTimestamp"] / 1e9, UTC)
-        doc = _naive_doc(rec["ClientRequestHost"], rec["ClientRequestURI"], ts, rec["ClientRequestUserAgent"], rec["EdgeResponseStatus"], line)
+        doc = _naive_doc(
+            rec["ClientRequestHost"],
+            rec["ClientRequestURI"],
+            ts,
+            rec["ClientRequestUserAgent"],
+            rec["EdgeResponseStatus"],
+            line,
+        )
         published += doc is not None
     for line in ng:
         m = _NAIVE_COMBINED.match(line.decode())
@@ -173,7 +200,9 @@ def naive_path(cf: list[bytes], ng: list[bytes]) -> int:
     return published
 
 
-def _time(fn: Callable[[list[bytes], list[bytes]], int], cf: list[bytes], ng: list[bytes], repeat: int) -> tuple[float, int]:
+def _time(
+    fn: Callable[[list[bytes], list[bytes]], int], cf: list[bytes], ng: list[bytes], repeat: int
+) -> tuple[float, int]:
     best = float("inf")
     published = 0
     for _ in range(repeat):
@@ -197,7 +226,11 @@ def main() -> None:
     base, pub_base = _time(naive_path, cf, ng, args.repeat)
     print(f"events: {pub:,} ({pub / n:.1%} of lines); naive baseline found {pub_base:,}")
     assert pub == pub_auto
-    rows = [("ctpipe process_line (format given)", ours), ("ctpipe process_line (--format auto)", auto), ("naive baseline", base)]
+    rows = [
+        ("ctpipe process_line (format given)", ours),
+        ("ctpipe process_line (--format auto)", auto),
+        ("naive baseline", base),
+    ]
     print("| path | lines/s | vs baseline |")
     print("|---|---:|---:|")
     for label, secs in rows:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -33,8 +34,15 @@ kafka_app = typer.Typer(
     help="The local Apache Kafka broker (KRaft, single node, no Docker).", no_args_is_help=True
 )
 db_app = typer.Typer(help="ClickHouse schema.", no_args_is_help=True)
+gateway_app = typer.Typer(help="HTTP ingest gateway (CT 0.1 + OpenAttribution 0.4 API) and its API keys.")
+keys_app = typer.Typer(help="Gateway API keys (stored hashed).", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(db_app, name="db")
+app.add_typer(gateway_app, name="gateway")
+gateway_app.add_typer(keys_app, name="keys")
+KeysFile = Annotated[
+    Path | None, typer.Option("--keys-file", help="Keys file (default: CTPIPE_GATEWAY_KEYS_FILE).")
+]
 
 out = Console()
 err = Console(stderr=True)
@@ -184,6 +192,115 @@ def validate(
     from ctpipe.validate import run
 
     raise typer.Exit(run(list(paths or []), as_json=as_json))
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command("ingest-logs")
+def ingest_logs(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Log files (plain or .gz) or - for stdin.")],
+    fmt: Annotated[str, typer.Option("--format", help="cloudflare|fastly|nginx|auto")] = "auto",
+    site_host: Annotated[
+        str | None, typer.Option(help="Host of nginx/Apache lines (required for nginx).")
+    ] = None,
+    scheme: Annotated[str, typer.Option(help="Scheme of nginx/Apache lines.")] = "https",
+    emitter: Annotated[
+        str | None, typer.Option(help="Emitter identity (default cdn:<format>[:<host>]).")
+    ] = None,
+    role: Annotated[str | None, typer.Option(help="Override source_role: edge|origin.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Tail the files (resumes from the checkpoint).")
+    ] = False,
+    idle_exit: Annotated[float | None, typer.Option(help="With --follow: stop after S idle seconds.")] = None,
+    from_start: Annotated[bool, typer.Option("--from-start", help="Ignore the checkpoint.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print documents instead of publishing.")
+    ] = False,
+) -> None:
+    """Ingest CDN/origin access logs: AI-bot retrievals -> CT 0.1 events on the raw topic."""
+    from ctpipe.ingest_logs import run
+
+    raise typer.Exit(
+        run(
+            paths,
+            settings=settings_of(ctx),
+            fmt=fmt,
+            site_host=site_host,
+            scheme=scheme,
+            emitter=emitter,
+            role=role,
+            follow=follow,
+            idle_exit=idle_exit,
+            from_start=from_start,
+            dry_run=dry_run,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+@gateway_app.callback(invoke_without_command=True)
+def gateway(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Listen address (default CTPIPE_GATEWAY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default CTPIPE_GATEWAY_PORT).")] = None,
+    keys_file: KeysFile = None,
+) -> None:
+    """Run the gateway: POST /v1/telemetry and the OpenAttribution /session/* and /events API."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ctpipe.gateway import serve
+
+    s = settings_of(ctx)
+    raise typer.Exit(
+        serve(
+            s,
+            host or s.gateway_host,
+            port or s.gateway_port,
+            keys_file=keys_file or s.gateway_keys_file,
+            max_body=s.gateway_max_body,
+            ack_timeout=s.gateway_ack_timeout,
+        )
+    )
+
+
+@keys_app.command("add")
+def gateway_keys_add(
+    ctx: typer.Context,
+    emitter: Annotated[str, typer.Option(help="Emitter identity the key reports as.")],
+    roles: Annotated[str, typer.Option(help="Source roles it may report, comma-separated.")] = "agent",
+    keys_file: KeysFile = None,
+) -> None:
+    """Mint a key (printed once; only its SHA-256 is stored)."""
+    from ctpipe.gateway import keys_add
+
+    s = settings_of(ctx)
+    raise typer.Exit(keys_add(s, emitter, roles, keys_file=keys_file or s.gateway_keys_file))
+
+
+@keys_app.command("list")
+def gateway_keys_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    keys_file: KeysFile = None,
+) -> None:
+    """List keys (ids, emitters, roles; never the keys)."""
+    from ctpipe.gateway import keys_list
+
+    s = settings_of(ctx)
+    raise typer.Exit(keys_list(s, keys_file=keys_file or s.gateway_keys_file, as_json=as_json))
+
+
+@keys_app.command("revoke")
+def gateway_keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="Key id from `keys list`.")],
+    keys_file: KeysFile = None,
+) -> None:
+    """Revoke a key."""
+    from ctpipe.gateway import keys_revoke
+
+    s = settings_of(ctx)
+    raise typer.Exit(keys_revoke(s, key_id, keys_file=keys_file or s.gateway_keys_file))
 
 
 # ---------------------------------------------------------------------------------------------

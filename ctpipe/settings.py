@@ -61,6 +61,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- gateway -------------------------------------------------------------------------------
+    gateway_host: str = Field(default="127.0.0.1", description="Listen address of `ctpipe gateway`.")
+    gateway_port: int = Field(default=8080, ge=1, le=65535, description="Listen port of `ctpipe gateway`.")
+    gateway_keys_file: Path | None = Field(
+        default=None, description="API keys file (hashed keys); default <data_dir>/gateway-keys.json."
+    )
+    gateway_max_body: int = Field(default=5 * 1024 * 1024, gt=0, description="Request body limit (bytes).")
+    gateway_ack_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for the broker's ack.")
+
     # --- processing ----------------------------------------------------------------------------
     app_id: str = Field(default="ctpipe", description="Faust application id (consumer group prefix).")
 

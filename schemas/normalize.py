@@ -89,6 +89,9 @@ class IngestResult:
     session: SessionHeader | None = None
     errors: list[Violation] = field(default_factory=list)  # why it was rejected
     stripped: list[Violation] = field(default_factory=list)  # what was removed on acceptance
+    # The decoded document as accepted, privacy-violating turn fields already removed: what a
+    # gateway publishes when ``stripped`` is not empty, so stripped text never reaches Kafka.
+    document: Any = None
 
     @property
     def reason(self) -> str:
@@ -330,6 +333,7 @@ def _normalise(verdict: Verdict, emitter: str) -> IngestResult:
     if kind is DocKind.MANIFEST:
         return result
     notes = _strip(verdict) if verdict.strip else {}
+    result.document = doc
     fmt = verdict.format or SourceFormat.CONTENT_TELEMETRY
     version = verdict.version or ("0.4" if fmt is SourceFormat.OPENATTRIBUTION else "0.1")
     ctx = _Ctx(

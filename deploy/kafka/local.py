@@ -366,10 +366,11 @@ class LocalBroker:
         if (self.log_dir / "meta.properties").exists():
             return
         shutil.rmtree(self.log_dir, ignore_errors=True)  # a half-formatted directory from a crash
+        # Kafka's base64 UUID form; it may start with "-", hence --cluster-id=<id> below.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
             [java, "-cp", dist.classpath, f"-Dlog4j2.configurationFile={LOG4J2}", STORAGE_TOOL,
-             "format", "--standalone", "-t", cluster_id, "-c", str(self.properties)],
+             "format", "--standalone", f"--cluster-id={cluster_id}", "-c", str(self.properties)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
