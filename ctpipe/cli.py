@@ -72,7 +72,21 @@ def _root(ctx: typer.Context) -> None:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "settings"
         fail(f"invalid setting CTPIPE_{field.upper()}: {first['msg']}", 2)
+    _configure_logging(settings.log_level)
     ctx.obj = Ctx(settings)
+
+
+def _configure_logging(level: str) -> None:
+    """Quiet, structured-enough logs: WARNING by default; librdkafka's connection chatter only at DEBUG."""
+    import logging
+
+    numeric = logging.getLevelName(level.upper())
+    logging.basicConfig(
+        level=numeric if isinstance(numeric, int) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not (isinstance(numeric, int) and numeric <= logging.DEBUG):
+        logging.getLogger("ctpipe.librdkafka").setLevel(logging.CRITICAL)
 
 
 # ---------------------------------------------------------------------------------------------

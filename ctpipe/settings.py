@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     gateway_ack_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for the broker's ack.")
 
     # --- processing ----------------------------------------------------------------------------
+    log_level: str = Field(
+        default="WARNING", description="Python log level (DEBUG also shows librdkafka's own lines)."
+    )
     app_id: str = Field(default="ctpipe", description="Faust application id (consumer group prefix).")
 
     @field_validator("data_dir")
