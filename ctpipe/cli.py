@@ -209,6 +209,48 @@ def validate(
 
 
 # ---------------------------------------------------------------------------------------------
+@app.command()
+def generate(
+    ctx: typer.Context,
+    seed: Annotated[int, typer.Option(help="Same seed + arguments = byte-identical workload.")] = 1,
+    sessions: Annotated[int, typer.Option(min=0, help="Agent sessions to simulate.")] = 100,
+    out: Annotated[Path | None, typer.Option("--out", help="Workload directory.")] = None,
+    to_kafka: Annotated[
+        bool, typer.Option("--to-kafka", help="Publish CT/OA documents to the raw topic.")
+    ] = False,
+    rate: Annotated[float, typer.Option(min=0, help="Documents/s to Kafka (0 = unlimited).")] = 0.0,
+    header_loss: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of observers missing the header.")
+    ] = 0.1,
+    redirect_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of fetches through a redirect.")
+    ] = 0.08,
+    hours: Annotated[int, typer.Option(min=1, help="Hours the sessions spread over.")] = 6,
+    mix: Annotated[
+        str | None,
+        typer.Option(help="Delivery mix, e.g. ct_session=0.4,ct_events=0.2,ct_batches=0.2,oa_session=0.2"),
+    ] = None,
+) -> None:
+    """Simulate an agent fleet and its CDN/origin observers; write the workload and its expected funnel."""
+    from ctpipe.generate import run
+
+    raise typer.Exit(
+        run(
+            settings_of(ctx),
+            seed=seed,
+            sessions=sessions,
+            out=out,
+            to_kafka=to_kafka,
+            rate=rate,
+            header_loss=header_loss,
+            redirect_rate=redirect_rate,
+            hours=hours,
+            mix=mix,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 @app.command("ingest-logs")
 def ingest_logs(
     ctx: typer.Context,

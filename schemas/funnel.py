@@ -37,7 +37,9 @@ Counting rules, one canonical event at a time (after sessionize and correlate):
   content key, or equal canonical URL, or equal content_id:
   ``cited_without_grounded`` per cited event with no grounded event for the same content in the
   session (lower confidence, CT 4.3); ``displayed_without_cited`` and
-  ``displayed_without_grounded`` per displayed event likewise.
+  ``displayed_without_grounded`` per displayed event likewise. The two "without grounded"
+  departures are judged only for sessions in a format that has a grounding stage: OA 0.4 has no
+  grounding event (OA 0.4 section 3.3), so its citations and displays never count them.
 * Commerce (OA 0.4 3.3): ``checkouts`` +1 per ``commerce.checkout_completed``;
   ``conversion_value`` adds its ``data.order_value_amount`` (minor units, OA 3.7) under
   ``data.currency``.
