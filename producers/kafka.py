@@ -39,14 +39,17 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(producer_config(bootstrap, **overrides))
 
 
+Headers = list[tuple[str, bytes]]
+
+
 def produce_all(
     producer: Producer,
     topic: str,
-    messages: Iterable[tuple[bytes, bytes]],
+    messages: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, Headers]],
     *,
     timeout: float = 60.0,
 ) -> int:
-    """Send (key, value) pairs and wait for every acknowledgement; return how many were acked."""
+    """Send (key, value[, headers]) messages and wait for every acknowledgement; return the acked count."""
     failures: list[KafkaError] = []
     acked = 0
 
@@ -57,10 +60,12 @@ def produce_all(
         else:
             acked += 1
 
-    for key, value in messages:
+    for message in messages:
+        key, value = message[0], message[1]
+        headers = message[2] if len(message) > 2 else None  # type: ignore[misc]
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)  # local queue full: let deliveries drain
