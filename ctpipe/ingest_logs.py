@@ -38,6 +38,7 @@ from typing import IO, Any, TextIO, cast
 
 from ctpipe.settings import Settings
 from producers.cdn_logs import SKIP_REASONS, Retrieval, Skip, process_line, valid_host
+from producers.kafka import Headers
 from schemas import codec
 
 FORMAT_CHOICES = ("cloudflare", "fastly", "nginx", "auto")
@@ -117,23 +118,17 @@ class Sink:
     def __init__(self, settings: Settings, emitter: str, dry_run: bool, stdout: TextIO) -> None:
         self.dry_run = dry_run
         self.stdout = stdout
-        self.header: list[tuple[str, str | bytes | None]] = [(EMITTER_HEADER, emitter.encode())]
-        self.pending = 0
-        self.failures: list[str] = []
+        self.header: Headers = [(EMITTER_HEADER, emitter.encode())]
         self.topic = ""
         if not dry_run:
             from deploy.kafka.topics import ensure_topics
-            from producers.kafka import make_producer
+            from producers.kafka import AckedSender, make_producer
             from schemas.topics import RAW
 
             topic = RAW.namespaced(settings.topic_namespace)
             ensure_topics(settings.bootstrap, [topic])
             self.topic = topic.name
-            self.producer = make_producer(settings.bootstrap)
-
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.failures.append(str(err))
+            self.sender = AckedSender(make_producer(settings.bootstrap), self.topic)
 
     def send(self, r: Retrieval) -> None:
         value = codec.dumps(r.document)
@@ -141,34 +136,14 @@ class Sink:
             self.stdout.write(value.decode())
             self.stdout.write("\n")
             return
-        key = r.key.encode()
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, value=value, key=key, headers=self.header, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)  # local queue full: let deliveries drain
-        self.pending += 1
-        if self.pending % 1000 == 0:
-            self.producer.poll(0)
+        self.sender.send(r.key.encode(), value, self.header)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until the broker acknowledged everything sent; raise DeliveryError if not."""
-        from producers.kafka import DeliveryError
-
         if self.dry_run:
             self.stdout.flush()
             return
-        remaining = self.producer.flush(timeout)
-        if remaining:
-            raise DeliveryError(
-                f"{remaining} messages to {self.topic} not acknowledged within {timeout:.0f} s"
-            )
-        if self.failures:
-            raise DeliveryError(f"{len(self.failures)} messages to {self.topic} failed: {self.failures[0]}")
-        self.pending = 0
+        self.sender.flush(timeout)
 
 
 # --- reading ---------------------------------------------------------------------------------

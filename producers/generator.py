@@ -86,6 +86,7 @@ from producers.generator_world import (
     build_world,
     rng_uuid,
 )
+from producers.kafka import AckedSender
 from producers.publisher import headers_for
 from schemas.funnel import FunnelKey, content_key
 from schemas.urls import canonical_url, owner_domain
@@ -1399,50 +1400,24 @@ SOURCE_OF = {
 
 class KafkaDocuments:
     """A ``DocumentSink`` publishing to one topic at a target rate, with the gateway's headers
-    (``ctpipe-emitter``, ``ctpipe-source``: ``producers.publisher.headers_for``).
-
-    ``producers.kafka.produce_all`` takes (key, value) pairs only, so this sends with the same
-    idempotent producer (``producers.kafka.make_producer``) and adds the headers itself.
-    """
+    (``ctpipe-emitter``, ``ctpipe-source``: ``producers.publisher.headers_for``)."""
 
     def __init__(self, producer: Any, topic: str, rate: float = 0.0) -> None:
-        self.producer = producer
         self.topic = topic
         self.bucket = TokenBucket(rate)
-        self.sent = 0
-        self.acked = 0
-        self.failures: list[Any] = []
+        self.sender = AckedSender(producer, topic)
 
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.failures.append(err)
-        else:
-            self.acked += 1
+    @property
+    def sent(self) -> int:
+        return self.sender.sent
 
     def __call__(self, fmt: str, key: bytes | None, emitter: str, value: bytes) -> None:
         self.bucket.take()
-        headers = headers_for(emitter, SOURCE_OF[fmt])
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, value=value, key=key, headers=headers, on_delivery=self._delivered
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
-        self.sent += 1
-        self.producer.poll(0)
+        self.sender.send(key, value, headers_for(emitter, SOURCE_OF[fmt]))
 
     def close(self, timeout: float = 60.0) -> int:
-        """Wait for every acknowledgement; raises ``RuntimeError`` on loss. Returns acked count."""
-        remaining = self.producer.flush(timeout)
-        if remaining:
-            raise RuntimeError(
-                f"{remaining} documents to {self.topic} not acknowledged within {timeout:.0f} s"
-            )
-        if self.failures:
-            raise RuntimeError(f"{len(self.failures)} documents to {self.topic} failed: {self.failures[0]}")
-        return self.acked
+        """Wait for every acknowledgement; raises ``DeliveryError`` on loss. Returns acked count."""
+        return self.sender.flush(timeout)
 
 
 def iter_kafka_key(doc: dict[str, Any]) -> bytes | None:

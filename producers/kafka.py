@@ -42,6 +42,50 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
 Headers = list[tuple[str, bytes]]
 
 
+class AckedSender:
+    """Sends to one topic and tracks acknowledgements; ``flush`` raises unless all were acked.
+
+    The one send loop of ctpipe's producers: a full local queue (``BufferError``) is waited out
+    by polling, never dropped; delivery failures are collected and reported by ``flush``.
+    """
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.sent = 0
+        self.acked = 0
+        self.failures: list[KafkaError] = []
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.failures.append(err)
+        else:
+            self.acked += 1
+
+    def send(self, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: let deliveries drain
+        self.sent += 1
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> int:
+        """Wait for every acknowledgement; returns the acked count so far, or raises DeliveryError."""
+        remaining = self.producer.flush(timeout)
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} messages to {self.topic} not acknowledged within {timeout:.0f} s"
+            )
+        if self.failures:
+            raise DeliveryError(f"{len(self.failures)} messages to {self.topic} failed: {self.failures[0]}")
+        return self.acked
+
+
 def produce_all(
     producer: Producer,
     topic: str,
@@ -50,29 +94,7 @@ def produce_all(
     timeout: float = 60.0,
 ) -> int:
     """Send (key, value[, headers]) messages and wait for every acknowledgement; return the acked count."""
-    failures: list[KafkaError] = []
-    acked = 0
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        nonlocal acked
-        if err is not None:
-            failures.append(err)
-        else:
-            acked += 1
-
+    sender = AckedSender(producer, topic)
     for message in messages:
-        key, value = message[0], message[1]
-        headers = message[2] if len(message) > 2 else None  # type: ignore[misc]
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)  # local queue full: let deliveries drain
-        producer.poll(0)
-    remaining = producer.flush(timeout)
-    if remaining:
-        raise DeliveryError(f"{remaining} messages to {topic} not acknowledged within {timeout:.0f} s")
-    if failures:
-        raise DeliveryError(f"{len(failures)} messages to {topic} failed: {failures[0]}")
-    return acked
+        sender.send(message[0], message[1], message[2] if len(message) > 2 else None)  # type: ignore[misc]
+    return sender.flush(timeout)
