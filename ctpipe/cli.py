@@ -360,13 +360,59 @@ def gateway_keys_revoke(
 
 
 # ---------------------------------------------------------------------------------------------
+@app.command()
+def sink(
+    ctx: typer.Context,
+    batch_rows: Annotated[
+        int, typer.Option(min=1, help="Max records per insert (per topic partition).")
+    ] = 10_000,
+    batch_seconds: Annotated[float, typer.Option(min=0.01, help="Max seconds a batch stays open.")] = 1.0,
+    group: Annotated[str | None, typer.Option(help="Consumer group (default <app_id>-sink).")] = None,
+    until_caught_up: Annotated[
+        bool, typer.Option(help="Exit once every partition is written to its end.")
+    ] = False,
+    timeout: Annotated[float | None, typer.Option(help="Fail after this many seconds.")] = None,
+) -> None:
+    """Run the ClickHouse sink: exactly-once funnel counts, events, sessions, retrievals."""
+    from ctpipe.sink import run
+
+    raise typer.Exit(
+        run(
+            settings_of(ctx),
+            batch_rows=batch_rows,
+            batch_seconds=batch_seconds,
+            group=group,
+            until_caught_up=until_caught_up,
+            timeout=timeout,
+        )
+    )
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="json (public contract) or table.")] = "json",
+    owner: Annotated[str | None, typer.Option(help="Only this owner domain.")] = None,
+    since: Annotated[str | None, typer.Option(help="Rows with hour >= this ISO date/datetime (UTC).")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Rows with hour < this; a bare date includes that day.")
+    ] = None,
+) -> None:
+    """Funnel totals per owner domain and content key (JSON shape: see README)."""
+    from ctpipe.report import run
+
+    raise typer.Exit(run(settings_of(ctx), fmt=fmt, owner=owner, since=since, until=until))
+
+
+# ---------------------------------------------------------------------------------------------
 @db_app.command("migrate")
 def db_migrate(ctx: typer.Context) -> None:
     """Apply the versioned DDL in sinks/ddl (idempotent)."""
     from sinks.clickhouse import ClickHouseError, connect, migrate
 
     try:
-        applied = migrate(connect(settings_of(ctx).clickhouse_url))
+        s = settings_of(ctx)
+        applied = migrate(connect(s.clickhouse_url), retention_days=s.clickhouse_retention_days)
     except ClickHouseError as exc:
         fail(str(exc))
     out.print(f"applied: {', '.join(applied) or 'none (up to date)'}", highlight=False)

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         ),
     )
 
+    clickhouse_retention_days: int = Field(
+        default=2557,
+        ge=1,
+        description="TTL of every ClickHouse table in days (applied when tables are created).",
+    )
+
     # --- gateway -------------------------------------------------------------------------------
     gateway_host: str = Field(default="127.0.0.1", description="Listen address of `ctpipe gateway`.")
     gateway_port: int = Field(default=8080, ge=1, le=65535, description="Listen port of `ctpipe gateway`.")

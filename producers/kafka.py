@@ -39,7 +39,8 @@ def make_producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(producer_config(bootstrap, **overrides))
 
 
-Headers = list[tuple[str, bytes]]
+# confluent-kafka's header list shape
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class AckedSender:
@@ -96,5 +97,5 @@ def produce_all(
     """Send (key, value[, headers]) messages and wait for every acknowledgement; return the acked count."""
     sender = AckedSender(producer, topic)
     for message in messages:
-        sender.send(message[0], message[1], message[2] if len(message) > 2 else None)  # type: ignore[misc]
+        sender.send(message[0], message[1], message[2] if len(message) > 2 else None)
     return sender.flush(timeout)

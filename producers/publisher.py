@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.kafka import producer_config
+from producers.kafka import Headers, producer_config
 from schemas.normalize import IngestResult
 from schemas.validate import MAX_DOCUMENT_BYTES
 
@@ -37,9 +37,6 @@ HEADER_SOURCE = "ctpipe-source"
 #: Namespace of server-assigned OA bulk session ids (UUIDv5 over emitter + the caller's id), so a
 #: retried ``/session/bulk`` upload maps to the same session and the same event ids.
 OA_BULK_NAMESPACE = uuid.UUID("2b0f7d5e-4c1a-5e8b-9a3f-6d2c8e1b7a40")
-
-Headers = list[tuple[str, str | bytes | None]]
-
 
 class PublishError(RuntimeError):
     """The document was not published (base class)."""

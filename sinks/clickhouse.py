@@ -8,7 +8,12 @@
   sink and the report in one process; a second process gets a clear error, not chdb's).
 * ``http(s)://user:pass@host:8123/db`` - a ClickHouse server; any number of processes.
 
-Schema changes are versioned ``.sql`` files in ``sinks/ddl`` applied by ``migrate``.
+Schema changes are versioned ``.sql`` files in ``sinks/ddl`` applied by ``migrate``; the files
+may use ``{retention_days}`` (the TTL of every table), which ``migrate`` substitutes.
+
+Errors: ``is_transient`` tells a ClickHouse error worth retrying (network, timeouts, "too many
+parts", server unavailable) from a permanent one; the sink retries the former with backoff and
+never sends them to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from clickhouse_connect.driver.client import Client
 DDL_DIR = Path(__file__).resolve().parent / "ddl"
 DEFAULT_DATABASE = "ctpipe"
 MIGRATIONS_TABLE = "schema_migrations"
+# Royalty and audit data: seven years unless configured otherwise (CTPIPE_CLICKHOUSE_RETENTION_DAYS).
+DEFAULT_RETENTION_DAYS = 2557
+RETENTION_PLACEHOLDER = "{retention_days}"
 _DDL_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -152,8 +160,16 @@ def load_migrations(ddl_dir: Path = DDL_DIR) -> list[Migration]:
     return migrations
 
 
-def migrate(client: Client, ddl_dir: Path = DDL_DIR) -> list[str]:
-    """Apply the DDL files not yet recorded in ``schema_migrations``; return their names."""
+def migrate(
+    client: Client, ddl_dir: Path = DDL_DIR, *, retention_days: int = DEFAULT_RETENTION_DAYS
+) -> list[str]:
+    """Apply the DDL files not yet recorded in ``schema_migrations``; return their names.
+
+    ``retention_days`` replaces ``{retention_days}`` in the files (the tables' TTL); it applies to
+    tables created by this call, not to tables that exist already.
+    """
+    if retention_days < 1:
+        raise ClickHouseError(f"retention must be at least 1 day, got {retention_days}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
@@ -165,7 +181,7 @@ def migrate(client: Client, ddl_dir: Path = DDL_DIR) -> list[str]:
         if m.version in done:
             continue
         for statement in m.statements:
-            client.command(statement)
+            client.command(statement.replace(RETENTION_PLACEHOLDER, str(int(retention_days))))
         client.insert(
             MIGRATIONS_TABLE,
             [[m.version, m.name, datetime.now(UTC)]],
@@ -192,5 +208,62 @@ def insert_rows(
         return
     settings: dict[str, Any] = {}
     if dedup_token:
-        settings = {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token}
+        settings = {
+            "insert_deduplicate": 1,
+            "insert_deduplication_token": dedup_token,
+            # A deduplicated block is skipped for materialized views too (funnel_hourly_mv).
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+        }
     client.insert(table, list(rows), column_names=list(columns), settings=settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+#: ClickHouse error codes that go away by themselves (retry with backoff, never dead-letter).
+TRANSIENT_CODES = frozenset(
+    {
+        3,  # UNEXPECTED_END_OF_FILE (connection cut)
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY (server in read-only mode, e.g. while restarting)
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        279,  # ALL_CONNECTION_TRIES_FAILED
+        285,  # TOO_FEW_LIVE_REPLICAS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED
+        425,  # SYSTEM_ERROR
+        999,  # KEEPER_EXCEPTION
+    }
+)
+_CODE = re.compile(r"Code:\s*(\d+)")
+_TRANSIENT_TEXT = ("service unavailable", "connection refused", "connection reset", "timed out", "503")
+
+
+class TransientClickHouseError(RuntimeError):
+    """A ClickHouse failure worth retrying (raised by callers that classify with ``is_transient``)."""
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code in an exception's message, if any."""
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that retrying can cure: network, timeouts, too many parts, unavailable."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    if isinstance(exc, TransientClickHouseError | OperationalError | ConnectionError | TimeoutError):
+        return True
+    code = error_code(exc)
+    if code is not None:
+        return code in TRANSIENT_CODES
+    text = str(exc).lower()
+    return isinstance(exc, OSError) or any(t in text for t in _TRANSIENT_TEXT)
