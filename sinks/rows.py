@@ -158,7 +158,6 @@ SINK_OFFSETS = Table(
     ("topic", "partition", "first_offset", "last_offset", "rows", "token", "inserted_at"),
 )
 
-UINT64_MAX = 2**64 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # DateTime('UTC') holds 1970-01-01 .. 2106-02-07; DateTime64 1900 .. 2299. Keep both well inside.
 _DT_MIN = datetime(1970, 1, 2, tzinfo=UTC)
@@ -280,7 +279,8 @@ def contribution_row(delta: FunnelDelta) -> list[Any]:
     hour = _time(delta.hour, "hour", wide=False)
     if hour.minute or hour.second or hour.microsecond:
         raise PoisonRecord("hour not truncated to the hour", hour.isoformat())
-    measures = [_req_int(delta.measures.get(m, 0), m, 0, UINT64_MAX) for m in MEASURES]
+    # signed: correction deltas of late amendments may be negative (sinks/ddl/0005_funnel.sql)
+    measures = [_req_int(delta.measures.get(m, 0), m) for m in MEASURES]
     value = {str(c): _req_int(v, f"conversion_value[{c}]") for c, v in delta.conversion_value.items() if v}
     keys = [getattr(delta, f) for f in KEY_FIELDS[1:]]
     return [delta.contribution_id, hour, *keys, *measures, value, delta.origin]

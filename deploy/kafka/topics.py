@@ -72,3 +72,40 @@ def describe_partitions(bootstrap: str, name: str, timeout: float = 10.0) -> int
     if topic is None or topic.error is not None:
         return 0
     return len(topic.partitions)
+
+
+def group_lag(bootstrap: str, group: str, topics: Iterable[str], timeout: float = 10.0) -> int:
+    """Messages of ``topics`` the consumer group has not committed yet (0 = caught up).
+
+    A partition the group never committed counts with its whole backlog (from the low watermark).
+    """
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+
+    admin = _admin(bootstrap)
+    names = list(topics)
+    committed: dict[tuple[str, int], int] = {}
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+    try:
+        for tp in future.result(timeout=timeout).topic_partitions or []:
+            committed[(tp.topic, tp.partition)] = tp.offset
+    except KafkaException as exc:
+        err = exc.args[0]
+        if not (isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND):
+            raise
+    metadata = admin.list_topics(timeout=timeout)
+    probe = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{group}-lag-probe", "enable.auto.commit": False}
+    )
+    try:
+        lag = 0
+        for name in names:
+            topic = metadata.topics.get(name)
+            if topic is None:
+                continue
+            for partition in topic.partitions:
+                low, high = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=timeout)
+                done = committed.get((name, partition), -1)
+                lag += max(0, high - (done if done >= 0 else low))
+        return lag
+    finally:
+        probe.close()
