@@ -1,0 +1,296 @@
+"""Correlate: ``retrieved`` events (RETRIEVALS) -> correlated retrievals (CORRELATED) + funnel rows.
+
+Input: RETRIEVALS, value = one canonical ``retrieved`` event (``schemas.records.encode_event``),
+key = content_telemetry_id, else event_id (``processors.normalize``).
+
+State: a changelog-backed Faust table keyed by content_telemetry_id: the observations
+(``processors.aggregate.Obs``: event id, role, emitter, timestamp, canonical URL, content_id,
+session, agent, content_scope, owner domain, arrival time), deduplicated by event id, plus the
+group's revision and what it emitted so far.
+
+A group closes ``window`` seconds (processing time) after its first observation. It is then
+split into retrievals (CT 7.2 / 4.5: sub-grouped by canonical URL, sub-groups merged when they
+share a content_id, since redirects change URLs and not ids); a retrieval with >= 2
+observations is ``corroborated``, a single one ``uncorroborated`` (CT 4.4: a protocol-unaware
+scraper or a lost header). Each retrieval goes to CORRELATED as a ``CorrelatedRetrieval`` and
+each observation contributes ``retrieved`` + its status measure to ITS OWN funnel row (its hour,
+owner domain, content key, agent, role), scope ``retrieval:<id>:r<revision>``. Events without a
+content_telemetry_id are ``standalone`` (CT 7.2 rule 3) and emitted at once, without state.
+
+Late observations within ``lateness`` re-open the group (revision+1, closing again ``window``
+after the late arrival) and emit corrections (an uncorroborated observation that became
+corroborated moves its count); after ``lateness`` a tombstone dead-letters later ones with reason
+``late:beyond-lateness``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+from processors import aggregate
+from processors.aggregate import Obs
+from processors.app import Send, StateStage
+from schemas.funnel import FunnelCounts, FunnelKey
+from schemas.records import CorrelatedRetrieval, FunnelDelta, Observation, encode
+
+STAGE = "correlate"
+LATE_REASON = "late:beyond-lateness"
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelateConfig:
+    window: float = 600.0
+    lateness: float = 3600.0
+    drain_after_idle: float | None = None
+
+
+def new_state(key: str, partition: int) -> dict[str, Any]:
+    return {
+        "k": key,
+        "p": partition,
+        "obs": [],
+        "first": 0.0,  # processing time of the first observation (of this revision)
+        "dup": 0,
+        "closed": False,
+        "rev": -1,
+        "closed_at": 0.0,
+        "emitted": [],
+    }
+
+
+def add_observations(state: dict[str, Any], events: Sequence[dict[str, Any]], now: float) -> tuple[int, int]:
+    """Add retrieved-event dicts to a group, deduped by event id: (new, duplicates)."""
+    seen = {o[0] for o in state["obs"]}
+    new = dup = 0
+    for ev in events:
+        eid = ev["event_id"]
+        if eid in seen:
+            dup += 1
+            continue
+        seen.add(eid)
+        state["obs"].append(list(aggregate.compact_observation(ev, now)))
+        new += 1
+    state["dup"] += dup
+    if new:
+        if state["closed"] or not state["first"]:
+            state["first"] = now  # a (re)opened group waits a full window for other observers
+        state["closed"] = False
+    return new, dup
+
+
+def deadline(state: dict[str, Any], cfg: CorrelateConfig) -> float | None:
+    if state.get("tomb"):
+        return None
+    if state["closed"]:
+        return float(state["closed_at"]) + cfg.lateness
+    return float(state["first"]) + cfg.window
+
+
+def retrieval_id(cti: str | None, group: Sequence[Obs]) -> str:
+    """Stable id of one retrieval: its Content-Telemetry-ID + the group's smallest identity."""
+    idents = sorted(o.canonical_url or o.content_id or "" for o in group)
+    material = f"{cti or ''}\x1f{idents[0] if idents else ''}" if cti else f"\x1f{group[0].id}"
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def correlated_record(cti: str | None, status: str, group: Sequence[Obs]) -> CorrelatedRetrieval:
+    agents = [o for o in group if o.source_role == "agent"]
+    ordered = sorted(group, key=lambda o: (o.ts, o.id))
+    return CorrelatedRetrieval(
+        retrieval_id=retrieval_id(cti, group),
+        content_telemetry_id=cti,
+        canonical_url=next((o.canonical_url for o in ordered if o.canonical_url), None),
+        content_id=next((o.content_id for o in ordered if o.content_id), None),
+        owner_domain=next((o.owner_domain for o in ordered if o.owner_domain), None),
+        status=status,
+        observer_roles=tuple(sorted({o.source_role for o in group})),
+        agent_session_id=next((o.session_id for o in agents if o.session_id), None),
+        agent_id=next((o.agent_id for o in agents if o.agent_id), None),
+        first_seen=aggregate.from_us(ordered[0].ts),
+        last_seen=aggregate.from_us(ordered[-1].ts),
+        observations=tuple(
+            Observation(
+                event_id=o.id,
+                source_role=o.source_role,
+                emitter=o.emitter,
+                timestamp=aggregate.from_us(o.ts),
+                content_url=o.content_url,
+                canonical_url=o.canonical_url,
+                content_id=o.content_id,
+                session_id=o.session_id,
+                agent_id=o.agent_id,
+            )
+            for o in ordered
+        ),
+    )
+
+
+@dataclass(slots=True)
+class Correlated:
+    deltas: list[FunnelDelta]
+    records: list[CorrelatedRetrieval]
+
+
+def close(state: dict[str, Any], now: float) -> Correlated:
+    """Close a group: split into retrievals, emit records and (new - emitted) funnel rows."""
+    obs = [Obs(*o) for o in state["obs"]]
+    cti = state["k"]
+    groups = [(aggregate.retrieval_status(g, True), g) for g in aggregate.split_retrievals(obs)]
+    rows = aggregate.retrieval_contributions(groups)
+    emitted = aggregate.rows_from_json(state["emitted"])
+    rev = state["rev"] + 1
+    scope = f"retrieval:{cti}:r{rev}"
+    deltas = [FunnelDelta.build(k, c, scope=scope) for k, c in sorted(aggregate.diff(rows, emitted).items())]
+    records = [correlated_record(cti, status, g) for status, g in groups]
+    state["rev"] = rev
+    state["closed"] = True
+    state["closed_at"] = now
+    state["emitted"] = aggregate.rows_to_json(rows)
+    return Correlated(deltas, records)
+
+
+def standalone(ev: dict[str, Any], now: float) -> Correlated:
+    """A retrieval without a Content-Telemetry-ID (CT 7.2 rule 3): counted at once, no state."""
+    ob = aggregate.compact_observation(ev, now)
+    rows: dict[FunnelKey, FunnelCounts] = aggregate.retrieval_contributions([("standalone", [ob])])
+    scope = f"retrieval:{ob.id}:r0"
+    return Correlated(
+        [FunnelDelta.build(k, c, scope=scope) for k, c in rows.items()],
+        [correlated_record(None, "standalone", [ob])],
+    )
+
+
+def step(
+    state: dict[str, Any], now: float, cfg: CorrelateConfig, drain: bool
+) -> tuple[Any, Correlated | None]:
+    if state.get("tomb"):
+        return None, None
+    if state["closed"]:
+        if now >= state["closed_at"] + cfg.lateness:
+            return {"k": state["k"], "p": state["p"], "rev": state["rev"], "tomb": True}, None
+        return None, None
+    if drain or now >= state["first"] + cfg.window:
+        return state, close(state, now)
+    return None, None
+
+
+@dataclass(slots=True)
+class CorrelateStats:
+    observations: int = 0
+    duplicates: int = 0
+    standalone: int = 0
+    late: int = 0
+    beyond_lateness: int = 0
+    groups_closed: int = 0
+    retrievals: int = 0
+    corroborated: int = 0
+    deltas: int = 0
+
+
+class Correlator(StateStage):
+    """The correlate agent (RETRIEVALS), its group table and its close timer."""
+
+    name = "correlate"
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        retrievals_topic: str,
+        funnel_topic: str,
+        correlated_topic: str,
+        dlq_topic: str,
+        config: CorrelateConfig,
+        partitions: int = 4,
+        batch: int = 2000,
+        within: float = 0.1,
+        tick: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.funnel_topic = funnel_topic
+        self.correlated_topic = correlated_topic
+        self.stats = CorrelateStats()
+        super().__init__(
+            app,
+            source_topic=retrievals_topic,
+            dlq_topic=dlq_topic,
+            partitions=partitions,
+            batch=batch,
+            within=within,
+            tick=tick,
+            drain_after_idle=config.drain_after_idle,
+        )
+
+    def _decode(self, msg: Any, sends: list[Send]) -> dict[str, Any] | None:
+        try:
+            ev = orjson.loads(msg.value)
+            if type(ev) is not dict or ev.get("event_type") != "retrieved":
+                raise ValueError("not a canonical retrieved event")
+            if type(ev["event_id"]) is not str:
+                raise TypeError("event_id is not a string")
+            aggregate.ts_us(ev["timestamp"])  # validated here, not in the timer
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            sends.append(self.dead_letter(msg, f"malformed retrieval: {exc!r}"))
+            return None
+        return ev
+
+    def route(self, msg: Any) -> bytes | None:
+        # Cheap pre-check: normalize keys id-less retrievals by event_id, so look at the value.
+        value = msg.value
+        if not value or msg.key is None or b'"content_telemetry_id":null' in value:
+            return None
+        return bytes(msg.key)
+
+    def stateless(self, msgs: list[Any], now: float, sends: list[Send]) -> None:
+        for msg in msgs:
+            ev = self._decode(msg, sends)
+            if ev is None:
+                continue
+            if ev.get("content_telemetry_id"):  # defensive: an id after all
+                continue
+            self.stats.standalone += 1
+            self._emit(standalone(ev, now), sends)
+
+    def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
+        return new_state(key.decode("utf-8", "replace"), partition)
+
+    def apply_messages(self, state: dict[str, Any], msgs: list[Any], now: float, sends: list[Send]) -> bool:
+        if state.get("tomb"):
+            for msg in msgs:
+                self.stats.beyond_lateness += 1
+                sends.append(self.dead_letter(msg, LATE_REASON))
+            return False
+        evs = [ev for ev in (self._decode(m, sends) for m in msgs) if ev is not None]
+        was_closed = state["rev"] >= 0
+        new, dup = add_observations(state, evs, now)
+        self.stats.observations += new
+        self.stats.duplicates += dup
+        if was_closed:
+            self.stats.late += new
+        return new > 0
+
+    def deadline(self, state: dict[str, Any]) -> float | None:
+        return deadline(state, self.config)
+
+    def step(self, state: dict[str, Any], now: float, drain: bool) -> tuple[Any, list[Send]]:
+        new, out = step(state, now, self.config, drain)
+        sends: list[Send] = []
+        if out is not None:
+            self.stats.groups_closed += 1
+            self._emit(out, sends)
+        return new, sends
+
+    def _emit(self, out: Correlated, sends: list[Send]) -> None:
+        self.stats.deltas += len(out.deltas)
+        self.stats.retrievals += len(out.records)
+        self.stats.corroborated += sum(1 for r in out.records if r.status == "corroborated")
+        sends.extend((self.funnel_topic, d.contribution_id.encode(), encode(d)) for d in out.deltas)
+        for r in out.records:
+            key = (r.content_telemetry_id or r.observations[0].event_id).encode()
+            sends.append((self.correlated_topic, key, encode(r)))

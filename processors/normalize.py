@@ -1,0 +1,263 @@
+"""Normalize: raw emitter documents (RAW) -> canonical events (EVENTS, RETRIEVALS) or the DLQ.
+
+Input: RAW messages, value = raw document bytes, headers ``ctpipe-emitter`` (emitter identity,
+default "unknown") and ``ctpipe-source`` (the ``ingest`` source hint: an HTTP route or DocKind).
+
+Output, per accepted document:
+
+* EVENTS — one *document envelope* per session key (chunked when large), key = session_id, else
+  ctx_token; events without either (edge/origin retrievals) get one envelope each, key =
+  content_telemetry_id, else event_id. Wire contract (JSON object, UTF-8)::
+
+      {"t": "d", "s": <session key> | null, "h": <SessionHeader JSON> | null,
+       "e": [<CanonicalEvent JSON>, ...]}
+
+  ``s`` is the session key (null for session-less events, which always start with exactly
+  ``{"t":"d","s":null``), ``h`` is ``IngestResult.session`` (on the first chunk only), each
+  element of ``e`` is exactly ``schemas.records.encode_event(event)``. A header-only envelope
+  (OA /session/start or /end) has ``"e": []``. Decoding is one ``orjson.loads``
+  (``decode_envelope``).
+* RETRIEVALS — every ``retrieved`` event on its own, value = ``encode_event(event)``,
+  key = content_telemetry_id, else event_id (CT 7.2 repartitioning for correlation).
+
+Invalid documents go to the DLQ (``schemas.dlq`` envelope, stage "normalize": reason, errors,
+original bytes and key, topic/partition/offset, emitter). A circuit breaker (``Breaker``) stops
+the worker instead of dead-lettering everything when the invalid ratio over the last messages
+says something is systematically wrong (a producer bug, a wrong topic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from schemas import dlq
+from schemas.canonical import CanonicalEvent, EventType
+from schemas.codec import dumps, loads
+from schemas.normalize import ingest
+from schemas.records import encode_event
+
+STAGE = "normalize"
+EMITTER_HEADER = "ctpipe-emitter"
+SOURCE_HEADER = "ctpipe-source"
+DEFAULT_EMITTER = "unknown"
+#: Envelopes above this many bytes are split (Kafka's default message limit is 1 MiB).
+ENVELOPE_MAX_BYTES = 256 * 1024
+
+#: How every envelope of events without a session key starts (sessionize skips them unparsed).
+SESSIONLESS_PREFIX = b'{"t":"d","s":null'
+
+Message = tuple[bytes, bytes]  # (key, value)
+
+
+class BreakerTripped(RuntimeError):
+    """Too many invalid documents: the worker stops instead of dead-lettering everything."""
+
+
+@dataclass(slots=True)
+class Breaker:
+    """Rolling invalid ratio over the last ``window`` messages (Sentry arroyo's ``DlqLimit``).
+
+    Trips when, within the window, at least ``min_invalid`` messages were invalid AND their share
+    exceeds ``max_ratio``.
+    """
+
+    max_ratio: float = 0.5
+    window: int = 1000
+    min_invalid: int = 100
+    _seen: deque[bool] = field(default_factory=deque)
+    _invalid: int = 0
+    _reasons: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+    tripped: BreakerTripped | None = None  # set once it tripped; the worker stops on it
+
+    def record(self, valid: bool, reason: str = "") -> None:
+        """Record one message; raise ``BreakerTripped`` when the limit is exceeded."""
+        self._seen.append(valid)
+        if not valid:
+            self._invalid += 1
+            self._reasons.append(reason)
+        if len(self._seen) > self.window and not self._seen.popleft():
+            self._invalid -= 1
+        if self._invalid >= self.min_invalid and self._invalid > self.max_ratio * len(self._seen):
+            ratio = self._invalid / len(self._seen)
+            self.tripped = BreakerTripped(
+                f"normalize circuit breaker: {self._invalid} of the last {len(self._seen)} messages "
+                f"were invalid ({ratio:.0%} > {self.max_ratio:.0%}); stopping instead of dead-lettering "
+                f"everything. Last reasons: {list(self._reasons)}"
+            )
+            raise self.tripped
+
+    @property
+    def ratio(self) -> float:
+        return self._invalid / len(self._seen) if self._seen else 0.0
+
+
+@dataclass(slots=True)
+class Normalized:
+    """What one RAW message produced."""
+
+    events: list[Message] = field(default_factory=list)
+    retrievals: list[Message] = field(default_factory=list)
+    dead_letter: bytes | None = None  # encoded schemas.dlq envelope
+    reason: str = ""
+    event_count: int = 0
+
+
+def header_values(headers: Any) -> tuple[str, str | None]:
+    """(emitter, source hint) from Kafka headers (list of pairs or mapping)."""
+    emitter = DEFAULT_EMITTER
+    source: str | None = None
+    if not headers:
+        return emitter, source
+    items: Iterable[tuple[str, Any]] = headers.items() if hasattr(headers, "items") else headers
+    for name, value in items:
+        if value is None:
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
+        if name == EMITTER_HEADER and text:
+            emitter = text
+        elif name == SOURCE_HEADER and text:
+            source = text
+    return emitter, source
+
+
+def event_key(ev: CanonicalEvent) -> str:
+    """EVENTS key: session_id, else ctx_token, else content_telemetry_id, else event_id."""
+    return ev.session_id or ev.ctx_token or ev.content_telemetry_id or ev.event_id
+
+
+def _envelopes(session_key: str, header_json: bytes | None, encoded: Sequence[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    start = b'{"t":"d","s":' + dumps(session_key) + b',"h":'
+    head = header_json if header_json is not None else b"null"
+    chunk: list[bytes] = []
+    size = len(head)
+    for e in encoded:
+        if chunk and size + len(e) > ENVELOPE_MAX_BYTES:
+            out.append(start + head + b',"e":[' + b",".join(chunk) + b"]}")
+            head, chunk, size = b"null", [], 4
+        chunk.append(e)
+        size += len(e) + 1
+    out.append(start + head + b',"e":[' + b",".join(chunk) + b"]}")
+    return out
+
+
+def normalize_message(
+    value: bytes | None,
+    *,
+    key: bytes | None = None,
+    headers: Any = None,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> Normalized:
+    """One RAW message -> EVENTS/RETRIEVALS messages or a dead letter. Never raises."""
+    raw = value if value is not None else b""
+    emitter, source = header_values(headers)
+    result = ingest(raw, emitter=emitter, source=source)
+    if not result.accepted:
+        reason = result.reason or "rejected"
+        letter = dlq.make(
+            raw,
+            reason=reason,
+            stage=STAGE,
+            errors=result.errors,
+            key=key,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            emitter=emitter,
+        )
+        return Normalized(dead_letter=dlq.encode(letter), reason=reason)
+    out = Normalized(event_count=len(result.events))
+    session = result.session
+    session_key = (session.session_id or session.ctx_token) if session is not None else None
+    encoded = [encode_event(ev) for ev in result.events]
+    if session_key:
+        skey = session_key.encode()
+        head = session.model_dump_json().encode() if session is not None else None
+        out.events.extend((skey, env) for env in _envelopes(session_key, head, encoded))
+    else:
+        for ev, enc in zip(result.events, encoded, strict=True):
+            out.events.append((event_key(ev).encode(), SESSIONLESS_PREFIX + b',"h":null,"e":[' + enc + b"]}"))
+    for ev, enc in zip(result.events, encoded, strict=True):
+        if ev.event_type is EventType.RETRIEVED:
+            out.retrievals.append(((ev.content_telemetry_id or ev.event_id).encode(), enc))
+    return out
+
+
+def decode_envelope(value: bytes) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """An EVENTS message -> (session header dict or None, canonical event dicts)."""
+    doc = loads(value)
+    return doc.get("h"), doc.get("e") or []
+
+
+@dataclass(slots=True)
+class NormalizeStats:
+    messages: int = 0
+    accepted: int = 0
+    invalid: int = 0
+    events: int = 0
+    retrievals: int = 0
+
+
+def register(
+    app: faust.App,
+    *,
+    raw_topic: str,
+    events_topic: str,
+    retrievals_topic: str,
+    dlq_topic: str,
+    breaker: Breaker,
+    batch: int = 2000,
+    within: float = 0.1,
+    stats: NormalizeStats | None = None,
+) -> Any:
+    """Add the normalize agent (RAW -> EVENTS + RETRIEVALS | DLQ) to ``app``."""
+    source = app.topic(raw_topic, key_serializer="raw", value_serializer="raw")
+    st = stats if stats is not None else NormalizeStats()
+
+    @app.agent(source, name="ctpipe-normalize")
+    async def normalize(stream: faust.StreamT[bytes]) -> None:
+        producer = app.producer
+        async for batch_events in stream.take_events(batch, within=within):  # type: ignore[attr-defined]
+            sends: list[tuple[str, bytes | None, bytes]] = []
+            for event in batch_events:
+                msg = event.message
+                out = normalize_message(
+                    msg.value,
+                    key=msg.key,
+                    headers=msg.headers,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                )
+                st.messages += 1
+                if out.dead_letter is not None:
+                    st.invalid += 1
+                    try:
+                        breaker.record(False, out.reason)
+                    except BreakerTripped as exc:
+                        # Park without acknowledging this batch (its offsets are never
+                        # committed); the worker sees ``breaker.tripped`` and stops cleanly.
+                        # (Crashing the Faust app instead leaves tasks that never finish.)
+                        app.log.error("%s", exc)
+                        await asyncio.Event().wait()
+                    sends.append((dlq_topic, msg.key, out.dead_letter))
+                    continue
+                breaker.record(True)
+                st.accepted += 1
+                st.events += out.event_count
+                st.retrievals += len(out.retrievals)
+                sends.extend((events_topic, k, v) for k, v in out.events)
+                sends.extend((retrievals_topic, k, v) for k, v in out.retrievals)
+            # Enqueued on the app's producer; Faust flushes it before committing source offsets.
+            for topic, k, v in sends:
+                await producer.send(topic, k, v, None, None, None)
+
+    return normalize

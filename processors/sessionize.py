@@ -1,0 +1,340 @@
+"""Sessionize: canonical events (EVENTS) -> closed sessions (SESSIONS) and their funnel rows (FUNNEL).
+
+Input: EVENTS document envelopes (``processors.normalize``), keyed by session key (session_id,
+else ctx_token). Envelopes without a session key (edge/origin retrievals) are not sessionized.
+
+State: a changelog-backed Faust table (``rocksdb://`` with the rocksdict driver in the worker)
+keyed by session key. Value = one orjson document (``SessionState``): the session's events as
+compact lists (``processors.aggregate.SEvent``; ``retrieved`` events only by id, they count in
+``processors.correlate``), every seen event id (dedupe), merged header facts, last activity
+(processing time), revision, what was emitted so far, and the close decision.
+
+Sessions are reconstructed from session documents, standalone events and batches alike (CT
+5.7.4, 7.1). A session closes when a header said it ended (``ended_at``, an OA /session/end)
+and ``end_grace`` passed without activity, or after ``inactivity_timeout`` without activity, or
+on drain. Closing emits the session's funnel contributions (``aggregate.session_contributions``)
+as ``FunnelDelta``s (scope ``session:<key>:r<revision>``) to FUNNEL and a ``SessionRecord`` to
+SESSIONS. A new event (or new header facts) within ``lateness`` after a close re-opens the
+session as revision+1; its next close emits only the correction (new totals - emitted totals),
+so the sum over revisions is exactly the truth. After ``lateness`` the state shrinks to a
+tombstone (key -> final revision); anything arriving later is dead-lettered with reason
+``late:beyond-lateness`` (never silently dropped).
+
+Exactly-once: deltas carry deterministic ids (scope + row key), so re-emitting after a crash or
+an input redelivery is deduplicated by the sink; duplicate input events are dropped by id here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+from processors import aggregate
+from processors.aggregate import SEvent
+from processors.app import Send, StateStage
+from processors.normalize import SESSIONLESS_PREFIX
+from schemas.canonical import SourceFormat
+from schemas.records import FunnelDelta, SessionRecord, encode
+
+STAGE = "sessionize"
+LATE_REASON = "late:beyond-lateness"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionizeConfig:
+    inactivity_timeout: float = 1800.0
+    end_grace: float = 2.0
+    lateness: float = 3600.0
+    drain_after_idle: float | None = None
+
+
+def new_state(key: str, partition: int) -> dict[str, Any]:
+    return {
+        "k": key,
+        "p": partition,
+        "ev": [],  # SEvent lists (non-retrieved events)
+        "ids": [],  # every seen event id
+        "dup": 0,
+        "late": 0,
+        "h": {},  # merged header facts
+        "fmt": [],
+        "em": [],
+        "la": 0.0,  # last activity (processing time, epoch s)
+        "closed": False,
+        "rev": -1,  # revision of the last close (-1: never closed)
+        "closed_at": 0.0,
+        "closed_by": "",
+        "emitted": [],  # aggregate.rows_to_json of everything emitted so far
+    }
+
+
+def _add_unique(lst: list[Any], values: Iterable[Any]) -> None:
+    for v in values:
+        if v and v not in lst:
+            lst.append(v)
+
+
+def merge_header(h: dict[str, Any], header: Mapping[str, Any]) -> bool:
+    """Merge one SessionHeader (JSON dict) into the state's facts; True if anything changed."""
+    before = orjson.dumps(h)
+    for f in ("agent_id", "content_scope"):
+        if not h.get(f) and header.get(f):
+            h[f] = header[f]
+    started = header.get("started_at")
+    if started and (not h.get("started_at") or aggregate.ts_us(started) < aggregate.ts_us(h["started_at"])):
+        h["started_at"] = started
+    ended = header.get("ended_at")
+    if ended and (not h.get("ended_at") or aggregate.ts_us(ended) > aggregate.ts_us(h["ended_at"])):
+        h["ended_at"] = ended
+    if ended or header.get("source_kind") == "oa_session_end":  # CT 5.1 ended_at, OA 0.4 4.1 end
+        h["ended"] = True
+    if header.get("outcome_type"):  # OA 0.4 section 3.7: the latest outcome wins
+        h["outcome_type"] = header["outcome_type"]
+        h["outcome_value_minor"] = header.get("outcome_value_minor")
+        h["outcome_currency"] = header.get("outcome_currency")
+    segments = header.get("user_segments") or []
+    if segments:
+        merged = list(h.get("user_segments") or [])
+        _add_unique(merged, segments)
+        h["user_segments"] = merged
+    return orjson.dumps(h) != before
+
+
+@dataclass(slots=True)
+class Applied:
+    new: int = 0
+    duplicates: int = 0
+    reopened: bool = False
+    beyond_lateness: bool = False
+
+
+def apply(
+    state: dict[str, Any],
+    header: Mapping[str, Any] | None,
+    events: list[dict[str, Any]],
+    now: float,
+    seen: set[str] | None = None,
+) -> Applied:
+    """Add one envelope (header + canonical event dicts) to a session state, deduped by event id."""
+    out = Applied()
+    if state.get("tomb"):
+        out.beyond_lateness = True
+        return out
+    ids: set[str] = seen if seen is not None else set(state["ids"])
+    changed = False
+    fresh: list[dict[str, Any]] = []
+    for ev in events:
+        eid = ev["event_id"]
+        if eid in ids:
+            out.duplicates += 1
+            continue
+        ids.add(eid)
+        fresh.append(ev)
+    if header is not None:
+        changed = merge_header(state["h"], header)
+        _add_unique(state["fmt"], (header.get("source_format"),))
+        _add_unique(state["em"], (header.get("emitter"),))
+    for ev in fresh:
+        state["ids"].append(ev["event_id"])
+        if ev["event_type"] != "retrieved":
+            state["ev"].append(list(aggregate.compact_event(ev)))
+        _add_unique(state["fmt"], (ev.get("source_format"),))
+        _add_unique(state["em"], (ev.get("emitter"),))
+    out.new = len(fresh)
+    state["dup"] += out.duplicates
+    if fresh or changed:
+        state["la"] = now
+        if state["rev"] >= 0:
+            state["late"] += len(fresh)  # arrived after the session was first closed
+        if state["closed"]:
+            state["closed"] = False
+            out.reopened = True
+    return out
+
+
+def deadline(state: Mapping[str, Any], cfg: SessionizeConfig) -> float | None:
+    """When the timer must look at this state next (None: never, a tombstone)."""
+    if state.get("tomb"):
+        return None
+    if state["closed"]:
+        return float(state["closed_at"]) + cfg.lateness
+    if state["h"].get("ended"):
+        return float(state["la"]) + cfg.end_grace
+    return float(state["la"]) + cfg.inactivity_timeout
+
+
+@dataclass(slots=True)
+class Closed:
+    """Outputs of one close: deltas for FUNNEL, the record for SESSIONS."""
+
+    deltas: list[FunnelDelta]
+    record: SessionRecord
+
+
+def close(state: dict[str, Any], now: float, closed_by: str) -> Closed:
+    """Close a session: revision+1, emit (new totals - emitted totals) and the session record."""
+    events = [SEvent(*e) for e in state["ev"]]
+    h = state["h"]
+    rows = aggregate.session_contributions(
+        events,
+        agent_id=h.get("agent_id") or "",
+        content_scope=h.get("content_scope") or "",
+        # OA 0.4 has no grounding stage: only sessions with CT content judge "without grounded".
+        grounding_stage=any(f != SourceFormat.OPENATTRIBUTION.value for f in state["fmt"] if f)
+        or not any(state["fmt"]),
+    )
+    emitted = aggregate.rows_from_json(state["emitted"])
+    rev = state["rev"] + 1
+    scope = f"session:{state['k']}:r{rev}"
+    deltas = [FunnelDelta.build(k, c, scope=scope) for k, c in sorted(aggregate.diff(rows, emitted).items())]
+    summary = aggregate.session_summary(events, rows)
+    record = SessionRecord(
+        session_id=state["k"],
+        revision=rev,
+        agent_id=h.get("agent_id") or "",
+        content_scope=h.get("content_scope") or "",
+        started_at=h.get("started_at"),
+        ended_at=h.get("ended_at"),
+        closed_by=closed_by,
+        event_count=len(state["ids"]),
+        late_events=state["late"],
+        duplicate_events=state["dup"],
+        turns=summary.turns,
+        grounded=summary.grounded,
+        cited=summary.cited,
+        displayed=summary.displayed,
+        engaged=summary.engaged,
+        cited_without_grounded=summary.cited_without_grounded,
+        displayed_without_cited=summary.displayed_without_cited,
+        displayed_without_grounded=summary.displayed_without_grounded,
+        outcome_type=h.get("outcome_type"),
+        outcome_value_minor=h.get("outcome_value_minor"),
+        outcome_currency=h.get("outcome_currency"),
+        user_segments=tuple(h.get("user_segments") or ()),
+        source_formats=tuple(state["fmt"]),
+        emitters=tuple(state["em"]),
+    )
+    state["rev"] = rev
+    state["closed"] = True
+    state["closed_at"] = now
+    state["closed_by"] = closed_by
+    state["emitted"] = aggregate.rows_to_json(rows)
+    return Closed(deltas, record)
+
+
+def tombstone(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"k": state["k"], "p": state["p"], "rev": state["rev"], "tomb": True}
+
+
+def step(state: dict[str, Any], now: float, cfg: SessionizeConfig, drain: bool) -> tuple[Any, Closed | None]:
+    """What the timer does to one state: (new state or None if unchanged, close outputs)."""
+    if state.get("tomb"):
+        return None, None
+    if state["closed"]:
+        if now >= state["closed_at"] + cfg.lateness:
+            return tombstone(state), None
+        return None, None
+    if drain:
+        return state, close(state, now, "drain")
+    if state["h"].get("ended") and now >= state["la"] + cfg.end_grace:
+        return state, close(state, now, "ended")
+    if now >= state["la"] + cfg.inactivity_timeout:
+        return state, close(state, now, "inactivity")
+    return None, None
+
+
+@dataclass(slots=True)
+class SessionizeStats:
+    envelopes: int = 0
+    events: int = 0
+    duplicates: int = 0
+    late_events: int = 0
+    beyond_lateness: int = 0
+    closed: int = 0
+    deltas: int = 0
+
+
+class Sessionizer(StateStage):
+    """The sessionize agent (EVENTS), its session table and its close timer."""
+
+    name = "sessionize"
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        events_topic: str,
+        funnel_topic: str,
+        sessions_topic: str,
+        dlq_topic: str,
+        config: SessionizeConfig,
+        partitions: int = 4,
+        batch: int = 2000,
+        within: float = 0.1,
+        tick: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.funnel_topic = funnel_topic
+        self.sessions_topic = sessions_topic
+        self.stats = SessionizeStats()
+        super().__init__(
+            app,
+            source_topic=events_topic,
+            dlq_topic=dlq_topic,
+            partitions=partitions,
+            batch=batch,
+            within=within,
+            tick=tick,
+            drain_after_idle=config.drain_after_idle,
+        )
+
+    def route(self, msg: Any) -> bytes | None:
+        value = msg.value
+        if not value or msg.key is None or value.startswith(SESSIONLESS_PREFIX):
+            return None  # edge/origin retrievals: correlate's business, not a session's
+        return bytes(msg.key)
+
+    def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
+        return new_state(key.decode("utf-8", "replace"), partition)
+
+    def apply_messages(self, state: dict[str, Any], msgs: list[Any], now: float, sends: list[Send]) -> bool:
+        st = self.stats
+        seen = set(state.get("ids") or ())
+        changed = False
+        for msg in msgs:
+            try:
+                doc = orjson.loads(msg.value)
+                header = doc.get("h")
+                evs = doc.get("e") or []
+                res = apply(state, header, evs, now, seen)
+            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+                sends.append(self.dead_letter(msg, f"malformed envelope: {exc!r}"))
+                continue
+            st.envelopes += 1
+            if res.beyond_lateness:
+                st.beyond_lateness += 1
+                sends.append(self.dead_letter(msg, LATE_REASON))
+                continue
+            st.events += res.new
+            st.duplicates += res.duplicates
+            if state["rev"] >= 0:
+                st.late_events += res.new
+            changed = changed or res.new > 0 or res.reopened or header is not None
+        return changed
+
+    def deadline(self, state: dict[str, Any]) -> float | None:
+        return deadline(state, self.config)
+
+    def step(self, state: dict[str, Any], now: float, drain: bool) -> tuple[Any, list[Send]]:
+        new, closed = step(state, now, self.config, drain)
+        if closed is None:
+            return new, []
+        self.stats.closed += 1
+        self.stats.deltas += len(closed.deltas)
+        out: list[Send] = [(self.funnel_topic, d.contribution_id.encode(), encode(d)) for d in closed.deltas]
+        out.append((self.sessions_topic, state["k"].encode(), encode(closed.record)))
+        return new, out

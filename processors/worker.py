@@ -1,0 +1,185 @@
+"""The worker: one Faust app running all four verbs (normalize, sessionize, correlate, aggregate).
+
+Input: RAW (and, inside the app, EVENTS and RETRIEVALS). Output: EVENTS, RETRIEVALS, FUNNEL,
+SESSIONS, CORRELATED, DLQ, all under one topic namespace. ``aggregate`` is not an agent: it is
+the pure counting module that sessionize and correlate call when they close a session/group.
+
+``build_worker`` returns the app; ``stages(app)`` gives its stateful stages (for drains and
+stats), ``drain(app)`` closes every open session and correlation group now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from processors import normalize
+from processors.app import crash_reason, create_app
+from processors.correlate import CorrelateConfig, Correlator
+from processors.sessionize import SessionizeConfig, Sessionizer
+from schemas import topics as t
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything a worker can be tuned with (built from settings/args by ``ctpipe.worker``)."""
+
+    inactivity_timeout: float = 1800.0  # s without activity before an open session closes
+    end_grace: float = 2.0  # s after the last activity of an ended session before it closes
+    lateness: float = 3600.0  # s after a close during which late events amend (revision+1)
+    correlation_window: float = 600.0  # s after a Content-Telemetry-ID's first observation
+    max_invalid_ratio: float = 0.5  # circuit breaker: invalid share of the window that trips
+    breaker_window: int = 1000  # circuit breaker: last N RAW messages
+    breaker_min_invalid: int = 100  # circuit breaker: never trips below this many invalid
+    batch_size: int = 2000  # take_events batch
+    batch_within: float = 0.1  # s to wait for a batch to fill
+    tick: float = 1.0  # s between close-timer runs
+    store: str = "rocksdb://"  # Faust table store (rocksdb:// uses the rocksdict driver)
+    drain_after_idle: float | None = None  # close everything once no input for this many s
+
+    def __post_init__(self) -> None:
+        for name in ("inactivity_timeout", "end_grace", "lateness", "correlation_window", "tick"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.max_invalid_ratio <= 1:
+            raise ValueError(f"max_invalid_ratio must be in (0, 1], got {self.max_invalid_ratio}")
+        if self.batch_size < 1 or self.breaker_window < 1 or self.breaker_min_invalid < 1:
+            raise ValueError("batch_size, breaker_window and breaker_min_invalid must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTopics:
+    raw: t.Topic
+    events: t.Topic
+    retrievals: t.Topic
+    funnel: t.Topic
+    sessions: t.Topic
+    correlated: t.Topic
+    dlq: t.Topic
+
+    @classmethod
+    def for_namespace(cls, namespace: str) -> WorkerTopics:
+        return cls(
+            raw=t.RAW.namespaced(namespace),
+            events=t.EVENTS.namespaced(namespace),
+            retrievals=t.RETRIEVALS.namespaced(namespace),
+            funnel=t.FUNNEL.namespaced(namespace),
+            sessions=t.SESSIONS.namespaced(namespace),
+            correlated=t.CORRELATED.namespaced(namespace),
+            dlq=t.DLQ.namespaced(namespace),
+        )
+
+    def all(self) -> list[t.Topic]:
+        return [self.dlq, self.raw, self.events, self.retrievals, self.funnel, self.sessions, self.correlated]
+
+
+@dataclass(slots=True)
+class WorkerParts:
+    topics: WorkerTopics
+    config: WorkerConfig
+    normalize_stats: normalize.NormalizeStats = field(default_factory=normalize.NormalizeStats)
+    breaker: normalize.Breaker = field(default_factory=normalize.Breaker)
+    sessionizer: Sessionizer | None = None
+    correlator: Correlator | None = None
+
+
+_PARTS: weakref.WeakKeyDictionary[faust.App, WorkerParts] = weakref.WeakKeyDictionary()
+
+
+def build_worker(
+    app_id: str, bootstrap: str, datadir: Path, namespace: str, config: WorkerConfig
+) -> faust.App:
+    """A Faust app with every agent of the pipeline, on ``namespace``'s topics."""
+    topics = WorkerTopics.for_namespace(namespace)
+    app = create_app(app_id, bootstrap, datadir, store=config.store, table_standby_replicas=0)
+    parts = WorkerParts(
+        topics=topics,
+        config=config,
+        breaker=normalize.Breaker(
+            max_ratio=config.max_invalid_ratio,
+            window=config.breaker_window,
+            min_invalid=config.breaker_min_invalid,
+        ),
+    )
+    common: dict[str, Any] = {"batch": config.batch_size, "within": config.batch_within}
+    normalize.register(
+        app,
+        raw_topic=topics.raw.name,
+        events_topic=topics.events.name,
+        retrievals_topic=topics.retrievals.name,
+        dlq_topic=topics.dlq.name,
+        breaker=parts.breaker,
+        stats=parts.normalize_stats,
+        **common,
+    )
+    parts.sessionizer = Sessionizer(
+        app,
+        events_topic=topics.events.name,
+        funnel_topic=topics.funnel.name,
+        sessions_topic=topics.sessions.name,
+        dlq_topic=topics.dlq.name,
+        config=SessionizeConfig(
+            inactivity_timeout=config.inactivity_timeout,
+            end_grace=config.end_grace,
+            lateness=config.lateness,
+            drain_after_idle=config.drain_after_idle,
+        ),
+        partitions=topics.events.partitions,
+        tick=config.tick,
+        **common,
+    )
+    parts.correlator = Correlator(
+        app,
+        retrievals_topic=topics.retrievals.name,
+        funnel_topic=topics.funnel.name,
+        correlated_topic=topics.correlated.name,
+        dlq_topic=topics.dlq.name,
+        config=CorrelateConfig(
+            window=config.correlation_window,
+            lateness=config.lateness,
+            drain_after_idle=config.drain_after_idle,
+        ),
+        partitions=topics.retrievals.partitions,
+        tick=config.tick,
+        **common,
+    )
+    _PARTS[app] = parts
+    return app
+
+
+def parts(app: faust.App) -> WorkerParts:
+    """The stages and stats of an app built by ``build_worker``."""
+    return _PARTS[app]
+
+
+async def drain(app: faust.App, timeout: float = 30.0) -> None:
+    """Close every open session and correlation group now (at the stages' next tick)."""
+    p = _PARTS[app]
+    waits = [s.request_drain() for s in (p.sessionizer, p.correlator) if s is not None]
+    await asyncio.wait_for(asyncio.gather(*(w.wait() for w in waits)), timeout)
+
+
+def failure(app: faust.App) -> BaseException | None:
+    """Why the worker must stop, if it must: a crash, or the normalize circuit breaker."""
+    reason = crash_reason(app)
+    if reason is not None:
+        return reason
+    p = _PARTS.get(app)
+    return p.breaker.tripped if p is not None else None
+
+
+def stats(app: faust.App) -> dict[str, dict[str, Any]]:
+    """Counters of every stage (for logs, the demo and tests)."""
+    p = _PARTS[app]
+    out: dict[str, dict[str, Any]] = {"normalize": asdict(p.normalize_stats)}
+    out["normalize"]["invalid_ratio"] = round(p.breaker.ratio, 4)
+    if p.sessionizer is not None:
+        out["sessionize"] = {**asdict(p.sessionizer.stats), "tracked": len(p.sessionizer.index)}
+    if p.correlator is not None:
+        out["correlate"] = {**asdict(p.correlator.stats), "tracked": len(p.correlator.index)}
+    return out
