@@ -43,8 +43,9 @@ KeysFile = Annotated[
     Path | None, typer.Option("--keys-file", help="Keys file (default: CTPIPE_GATEWAY_KEYS_FILE).")
 ]
 
-out = Console()
-err = Console(stderr=True)
+# Not a terminal (CI logs, pipes): rich would assume 80 columns and squeeze the funnel tables.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 @dataclass
@@ -86,6 +87,9 @@ def _configure_logging(level: str) -> None:
     )
     if not (isinstance(numeric, int) and numeric <= logging.DEBUG):
         logging.getLogger("ctpipe.librdkafka").setLevel(logging.CRITICAL)
+        # Faust reports its own producer backpressure ("producer buffer full") as a warning per
+        # batch; it waits and carries on, so it is not worth a line each time.
+        logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -380,7 +380,10 @@ def run_demo(
             broker.stop()
 
     report = result.report
-    table = Table("owner domain", *(label for label, _ in SUMMARY_MEASURES), title="stage funnel per owner")
+    table = Table(title="stage funnel per owner domain")
+    table.add_column("owner domain", no_wrap=True)
+    for label, _ in SUMMARY_MEASURES:
+        table.add_column(label, justify="right", no_wrap=True)
     for owner in report["owners"]:
         t = owner["totals"]
         table.add_row(owner["owner_domain"] or "(unknown)", *(f"{t[m]:,}" for _, m in SUMMARY_MEASURES))
