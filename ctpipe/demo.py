@@ -26,7 +26,7 @@ from clickhouse_connect.driver.client import Client
 
 from ctpipe.settings import Settings
 from ctpipe.worker import WorkerConfig, running_worker
-from deploy.kafka.topics import delete_topics, ensure_topics, group_lag
+from deploy.kafka.topics import delete_topics, ensure_topics, group_lag, message_count
 from producers.kafka import make_producer
 from producers.replay import replay_documents
 from schemas import codec
@@ -53,6 +53,7 @@ class PipelineResult:
     expected_rows: dict[RowKey, dict[str, Any]] | None
     worker_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     sink_stats: dict[str, Any] = field(default_factory=dict)
+    dead_letters: int = 0  # messages on the run's dead-letter topic
 
     @property
     def mismatches(self) -> list[str]:
@@ -247,6 +248,7 @@ async def run_pipeline_async(
                 [worker_done, sink_done], what="the sink to catch up", deadline=deadline, still_ok=healthy
             )
             worker_stats = worker.stats()
+            dead_letters = await asyncio.to_thread(message_count, settings.bootstrap, names["dlq"])
     finally:
         stop_sink.set()
         await asyncio.to_thread(sink_thread.join, 60)
@@ -264,6 +266,7 @@ async def run_pipeline_async(
         expected_rows=expected_rows(workload),
         worker_stats=worker_stats,
         sink_stats={"rows_inserted": sink.stats.rows_inserted, "batches": sink.stats.batches},
+        dead_letters=dead_letters,
     )
 
 

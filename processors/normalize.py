@@ -38,9 +38,9 @@ import faust
 
 from schemas import dlq
 from schemas.canonical import CanonicalEvent, EventType
-from schemas.codec import dumps, loads
+from schemas.codec import dumps
 from schemas.normalize import ingest
-from schemas.records import encode_event
+from schemas.records import EVENTS_SESSIONLESS_PREFIX, decode_events_envelope, encode_event
 
 STAGE = "normalize"
 EMITTER_HEADER = "ctpipe-emitter"
@@ -50,7 +50,7 @@ DEFAULT_EMITTER = "unknown"
 ENVELOPE_MAX_BYTES = 256 * 1024
 
 #: How every envelope of events without a session key starts (sessionize skips them unparsed).
-SESSIONLESS_PREFIX = b'{"t":"d","s":null'
+SESSIONLESS_PREFIX = EVENTS_SESSIONLESS_PREFIX
 
 Message = tuple[bytes, bytes]  # (key, value)
 
@@ -193,8 +193,7 @@ def normalize_message(
 
 def decode_envelope(value: bytes) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """An EVENTS message -> (session header dict or None, canonical event dicts)."""
-    doc = loads(value)
-    return doc.get("h"), doc.get("e") or []
+    return decode_events_envelope(value)
 
 
 @dataclass(slots=True)
@@ -247,6 +246,7 @@ def register(
                         # committed); the worker sees ``breaker.tripped`` and stops cleanly.
                         # (Crashing the Faust app instead leaves tasks that never finish.)
                         app.log.error("%s", exc)
+                        app.conf.stream_wait_empty = False  # stop must not wait for this batch
                         await asyncio.Event().wait()
                     sends.append((dlq_topic, msg.key, out.dead_letter))
                     continue

@@ -9,7 +9,13 @@
 * ``CorrelatedRetrieval`` (topic CORRELATED): one retrieval as seen by its observers
   (``processors.correlate``, CT 4.4 / 7.2).
 
-Canonical events travel on EVENTS as ``CanonicalEvent.model_dump_json()`` (``encode_event``).
+* EVENTS envelope (topic EVENTS, written by ``processors.normalize``): one message per document
+  and session key, ``{"t": "d", "s": <session key> | null, "h": <SessionHeader JSON> | null,
+  "e": [<encode_event(event)>, ...]}``; events without a session key travel one per envelope and
+  start with ``EVENTS_SESSIONLESS_PREFIX`` (so sessionize skips them unparsed). Read with
+  ``decode_events_envelope``.
+
+RETRIEVALS carries one ``encode_event`` (``CanonicalEvent.model_dump_json()``) per message.
 """
 
 from __future__ import annotations
@@ -164,3 +170,18 @@ def encode_event(event: CanonicalEvent) -> bytes:
 def decode_event(raw: bytes | str) -> CanonicalEvent:
     data: Any = loads(raw)
     return CanonicalEvent.model_validate(data)
+
+
+#: How every EVENTS envelope of events without a session key starts (byte-exact).
+EVENTS_SESSIONLESS_PREFIX = b'{"t":"d","s":null'
+
+
+def decode_events_envelope(raw: bytes | str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """An EVENTS message -> (session header dict or None, canonical event dicts)."""
+    doc = loads(raw)
+    if not isinstance(doc, dict) or doc.get("t") != "d":
+        raise ValueError("not an EVENTS envelope")
+    events = doc.get("e") or []
+    if not isinstance(events, list):
+        raise ValueError("envelope 'e' is not a list")
+    return doc.get("h"), events

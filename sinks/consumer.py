@@ -50,7 +50,7 @@ from confluent_kafka import (
 
 from schemas import dlq
 from sinks.clickhouse import TransientClickHouseError
-from sinks.rows import Destination, PoisonRecord, build_row, destinations
+from sinks.rows import Destination, PoisonRecord, build_rows, destinations
 from sinks.writer import Batch, BatchWriter, CrashHook, RecordedBatch
 
 log = logging.getLogger("ctpipe.sink")
@@ -309,7 +309,7 @@ class ClickHouseSink:
         batch.messages += 1
         part.next_offset = offset + 1
         try:
-            batch.rows.append(build_row(part.dest, msg.value(), _kafka_time(msg)))
+            batch.rows.extend(build_rows(part.dest, msg.value(), _kafka_time(msg)))
         except PoisonRecord as exc:
             self._dead_letter(msg, exc)
         if part.rebuild is not None:

@@ -28,6 +28,7 @@ from schemas.records import (
     SessionRecord,
     decode_delta,
     decode_event,
+    decode_events_envelope,
     decode_retrieval,
     decode_session,
 )
@@ -296,7 +297,7 @@ class Destination:
 
     topic: Topic  # base (un-namespaced) declaration
     table: Table
-    build: Callable[[bytes, datetime], list[Any]]  # (value, Kafka timestamp) -> row
+    build: Callable[[bytes, datetime], list[list[Any]]]  # (value, Kafka timestamp) -> rows
     id_column: str | None = None  # contributions: dropped when the id is already stored
 
 
@@ -313,27 +314,32 @@ def _decoding(decode: Callable[[bytes], Any], raw: bytes) -> Any:
         raise PoisonRecord("undecodable record", str(exc)) from exc
 
 
-def _build_event(raw: bytes, _ts: datetime) -> list[Any]:
-    return event_row(_decoding(decode_event, raw))
+def _build_events(raw: bytes, _ts: datetime) -> list[list[Any]]:
+    """An EVENTS envelope (schemas.records) -> one row per canonical event; a bare canonical event
+    (one ``encode_event`` per message) is accepted too."""
+    if raw.startswith(b'{"t":"d"'):  # processors.normalize writes the envelope byte-exact
+        _header, events = _decoding(decode_events_envelope, raw)
+        return [event_row(_decoding(CanonicalEvent.model_validate, e)) for e in events]
+    return [event_row(_decoding(decode_event, raw))]
 
 
-def _build_session(raw: bytes, ts: datetime) -> list[Any]:
-    return session_row(_decoding(decode_session, raw), ts)
+def _build_session(raw: bytes, ts: datetime) -> list[list[Any]]:
+    return [session_row(_decoding(decode_session, raw), ts)]
 
 
-def _build_retrieval(raw: bytes, _ts: datetime) -> list[Any]:
-    return retrieval_row(_decoding(decode_retrieval, raw))
+def _build_retrieval(raw: bytes, _ts: datetime) -> list[list[Any]]:
+    return [retrieval_row(_decoding(decode_retrieval, raw))]
 
 
-def _build_contribution(raw: bytes, _ts: datetime) -> list[Any]:
-    return contribution_row(_decoding(decode_delta, raw))
+def _build_contribution(raw: bytes, _ts: datetime) -> list[list[Any]]:
+    return [contribution_row(_decoding(decode_delta, raw))]
 
 
 DESTINATIONS: tuple[Destination, ...] = (
     Destination(FUNNEL, FUNNEL_CONTRIBUTIONS, _build_contribution, id_column="contribution_id"),
     Destination(SESSIONS, SESSIONS_TABLE, _build_session),
     Destination(CORRELATED, CORRELATED_TABLE, _build_retrieval),
-    Destination(EVENTS, EVENTS_TABLE, _build_event),
+    Destination(EVENTS, EVENTS_TABLE, _build_events),
 )
 
 
@@ -342,8 +348,8 @@ def destinations(namespace: str = "") -> dict[str, Destination]:
     return {d.topic.namespaced(namespace).name: d for d in DESTINATIONS}
 
 
-def build_row(dest: Destination, raw: bytes | None, timestamp: datetime) -> list[Any]:
-    """One record -> one row of ``dest.table``; raises ``PoisonRecord`` (never anything else)."""
+def build_rows(dest: Destination, raw: bytes | None, timestamp: datetime) -> list[list[Any]]:
+    """One record -> its rows of ``dest.table``; raises ``PoisonRecord`` (never anything else)."""
     if raw is None:
         raise PoisonRecord("empty record", "no value (tombstone)")
     try:

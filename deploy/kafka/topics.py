@@ -109,3 +109,24 @@ def group_lag(bootstrap: str, group: str, topics: Iterable[str], timeout: float 
         return lag
     finally:
         probe.close()
+
+
+def message_count(bootstrap: str, name: str, timeout: float = 10.0) -> int:
+    """Messages currently held by a topic (sum over partitions of high - low watermark)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    admin = _admin(bootstrap)
+    topic = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
+    if topic is None or topic.error is not None:
+        return 0
+    probe = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "ctpipe-count-probe", "enable.auto.commit": False}
+    )
+    try:
+        total = 0
+        for partition in topic.partitions:
+            low, high = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=timeout)
+            total += max(0, high - low)
+        return total
+    finally:
+        probe.close()

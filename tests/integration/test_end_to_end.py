@@ -73,6 +73,9 @@ def test_funnel_equals_ground_truth_and_double_delivery_changes_nothing(
     ):
         assert grand[stage] > 0, stage  # the workload exercises every stage and departure
     assert grand["retrieved"] == sum(r["retrieved"] for r in truth.values())
+    assert once.dead_letters == 0  # every document and log line of the workload is valid
+    events = once.worker_stats["normalize"]["events"]
+    assert ch.query("SELECT uniqExact(event_id) FROM events").result_rows[0][0] == events > 1000
 
     twice_db = f"{unique}_twice"
     client = connect(infra.clickhouse_url, database=twice_db)
@@ -85,6 +88,8 @@ def test_funnel_equals_ground_truth_and_double_delivery_changes_nothing(
         assert twice.log_events == 2 * once.log_events
         assert twice.stored_rows == once.stored_rows
         assert as_totals(twice.report) == as_totals(once.report)
+        assert twice.dead_letters == 0
+        assert client.query("SELECT uniqExact(event_id) FROM events").result_rows[0][0] == events
         dupes = twice.worker_stats["sessionize"]["duplicates"] + twice.worker_stats["correlate"]["duplicates"]
         assert dupes > 0  # the second delivery really arrived and was recognised
         assert set(MEASURES) <= set(twice.report["totals"])

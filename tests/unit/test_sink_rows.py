@@ -22,7 +22,7 @@ from sinks.rows import (
     SINK_OFFSETS,
     PoisonRecord,
     Table,
-    build_row,
+    build_rows,
     destinations,
 )
 from sinks.writer import Batch, _unique_by
@@ -61,7 +61,7 @@ def test_destinations_cover_the_four_sink_topics_namespaced() -> None:
 
 def test_contribution_row_has_every_measure_as_a_column() -> None:
     d = delta(retrieved=3, cited_paraphrase=2, checkouts=1)
-    row = as_dict(FUNNEL_CONTRIBUTIONS, build_row(DEST["ns.ctpipe.funnel"], encode(d), NOW))
+    row = as_dict(FUNNEL_CONTRIBUTIONS, build_rows(DEST["ns.ctpipe.funnel"], encode(d), NOW)[0])
     assert row["contribution_id"] == d.contribution_id
     assert row["hour"] == HOUR
     assert [row[m] for m in MEASURES].count(0) == len(MEASURES) - 3
@@ -73,7 +73,7 @@ def test_contribution_row_has_every_measure_as_a_column() -> None:
 def test_naive_hour_is_utc() -> None:
     raw = loads(encode(delta()))
     raw["hour"] = "2026-03-04T05:00:00"
-    row = as_dict(FUNNEL_CONTRIBUTIONS, build_row(DEST["ns.ctpipe.funnel"], dumps(raw), NOW))
+    row = as_dict(FUNNEL_CONTRIBUTIONS, build_rows(DEST["ns.ctpipe.funnel"], dumps(raw), NOW)[0])
     assert row["hour"] == HOUR
 
 
@@ -96,10 +96,10 @@ def test_bad_contributions_are_poison_with_a_reason(mutate, reason: str | None) 
     raw = loads(encode(delta()))
     mutate(raw)
     if reason is None:
-        build_row(DEST["ns.ctpipe.funnel"], json.dumps(raw).encode(), NOW)
+        build_rows(DEST["ns.ctpipe.funnel"], json.dumps(raw).encode(), NOW)[0]
         return
     with pytest.raises(PoisonRecord) as info:
-        build_row(DEST["ns.ctpipe.funnel"], json.dumps(raw).encode(), NOW)  # orjson refuses 2**64
+        build_rows(DEST["ns.ctpipe.funnel"], json.dumps(raw).encode(), NOW)[0]  # orjson refuses 2**64
     assert info.value.reason == reason
 
 
@@ -107,7 +107,7 @@ def test_bad_contributions_are_poison_with_a_reason(mutate, reason: str | None) 
 def test_undecodable_bytes_are_poison_on_every_topic(raw: bytes | None) -> None:
     for dest in DEST.values():
         with pytest.raises(PoisonRecord):
-            build_row(dest, raw, NOW)
+            build_rows(dest, raw, NOW)[0]
 
 
 def event(**over: object) -> CanonicalEvent:
@@ -122,12 +122,23 @@ def event(**over: object) -> CanonicalEvent:
 
 def test_event_row_keeps_every_canonical_field() -> None:
     ev = event()
-    row = as_dict(EVENTS_TABLE, build_row(DEST["ns.ctpipe.events"], encode_event(ev), NOW))
+    row = as_dict(EVENTS_TABLE, build_rows(DEST["ns.ctpipe.events"], encode_event(ev), NOW)[0])
     assert set(EVENTS_TABLE.columns) == set(CanonicalEvent.model_fields)
     assert row["event_type"] == "cited" and row["source_kind"] == "session"
     assert row["notes"] == ["stripped:turn"] and row["timestamp"] == NOW and row["cached"] is None
     with pytest.raises(PoisonRecord, match="out of range"):
-        build_row(DEST["ns.ctpipe.events"], encode_event(event(tokens_ingested=2**63)), NOW)
+        build_rows(DEST["ns.ctpipe.events"], encode_event(event(tokens_ingested=2**63)), NOW)
+
+
+def test_an_events_envelope_becomes_one_row_per_event() -> None:
+    """processors.normalize writes one EVENTS envelope per document (schemas.records)."""
+    evs = [event(event_id=f"e-{i}", seq=i) for i in range(3)]
+    envelope = b'{"t":"d","s":"s-1","h":null,"e":[' + b",".join(encode_event(e) for e in evs) + b"]}"
+    rows = [as_dict(EVENTS_TABLE, r) for r in build_rows(DEST["ns.ctpipe.events"], envelope, NOW)]
+    assert [r["event_id"] for r in rows] == ["e-0", "e-1", "e-2"]
+    assert build_rows(DEST["ns.ctpipe.events"], b'{"t":"d","s":null,"h":null,"e":[]}', NOW) == []
+    with pytest.raises(PoisonRecord):
+        build_rows(DEST["ns.ctpipe.events"], b'{"t":"d","s":"s-1","h":null,"e":[{"bogus":1}]}', NOW)
 
 
 def session(**over: object) -> SessionRecord:
@@ -145,9 +156,9 @@ def test_session_time_is_start_else_end_else_kafka_time() -> None:
     start, end = NOW - timedelta(hours=2), NOW - timedelta(hours=1)
     assert set(SESSIONS_TABLE.columns) == set(SessionRecord.model_fields) | {"session_time"}
     rows = [
-        as_dict(SESSIONS_TABLE, build_row(dest, encode(session(started_at=start, ended_at=end)), NOW)),
-        as_dict(SESSIONS_TABLE, build_row(dest, encode(session(ended_at=end)), NOW)),
-        as_dict(SESSIONS_TABLE, build_row(dest, encode(session()), NOW)),
+        as_dict(SESSIONS_TABLE, build_rows(dest, encode(session(started_at=start, ended_at=end)), NOW)[0]),
+        as_dict(SESSIONS_TABLE, build_rows(dest, encode(session(ended_at=end)), NOW)[0]),
+        as_dict(SESSIONS_TABLE, build_rows(dest, encode(session()), NOW)[0]),
     ]
     assert [r["session_time"] for r in rows] == [start, end, NOW]
     assert rows[0]["revision"] == 1
@@ -160,7 +171,7 @@ def test_retrieval_row_keeps_observations_as_json() -> None:
         owner_domain="example.com", status="corroborated", observer_roles=("agent", "edge"), agent_session_id="s",
         agent_id="a", first_seen=NOW, last_seen=NOW, observations=(obs, obs),
     )  # fmt: skip
-    row = as_dict(CORRELATED_TABLE, build_row(DEST["ns.ctpipe.correlated"], encode(rec), NOW))
+    row = as_dict(CORRELATED_TABLE, build_rows(DEST["ns.ctpipe.correlated"], encode(rec), NOW)[0])
     assert row["observer_count"] == 2 and row["observer_roles"] == ["agent", "edge"]
     assert [o["source_role"] for o in loads(str(row["observations_json"]))] == ["edge", "edge"]
 

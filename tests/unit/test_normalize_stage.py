@@ -1,0 +1,156 @@
+"""processors.normalize: RAW message -> EVENTS envelopes, RETRIEVALS, DLQ; the circuit breaker."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors import normalize
+from processors.normalize import Breaker, BreakerTripped, normalize_message
+from schemas import dlq
+from schemas.codec import dumps, loads
+
+SID = "550e8400-e29b-41d4-a716-446655440000"
+CTI = "770e8400-e29b-41d4-a716-446655440300"
+URL = "https://www.wirecutter.com/reviews/best-wireless-headphones"
+
+
+def session_doc(**extra: object) -> bytes:
+    doc = {
+        "schema_version": "0.1",
+        "session_id": SID,
+        "agent_id": "shopping-assistant-v2",
+        "content_scope": "electronics-reviews",
+        "started_at": "2026-01-15T10:30:00Z",
+        "ended_at": "2026-01-15T10:35:00Z",
+        "events": [
+            {"type": "turn_started", "timestamp": "2026-01-15T10:30:00Z", "turn_id": "1"},
+            {
+                "type": "content_retrieved",
+                "timestamp": "2026-01-15T10:30:01Z",
+                "source_role": "agent",
+                "content_telemetry_id": CTI,
+                "content_url": URL,
+            },
+            {"type": "content_retrieved", "timestamp": "2026-01-15T10:30:01Z", "content_url": URL + "?p=2"},
+            {
+                "type": "content_cited",
+                "timestamp": "2026-01-15T10:30:05Z",
+                "content_url": URL,
+                "data": {"citation_type": "paraphrase"},
+            },
+        ],
+        **extra,
+    }
+    return dumps(doc)
+
+
+def edge_event(cti: str | None = CTI) -> bytes:
+    ev: dict[str, object] = {
+        "type": "content_retrieved",
+        "timestamp": "2026-01-15T10:30:01Z",
+        "source_role": "edge",
+        "content_url": URL,
+        "data": {"bot_category": "inference"},
+    }
+    if cti:
+        ev["content_telemetry_id"] = cti
+    return dumps({"document_type": "event", "schema_version": "0.1", "event": ev})
+
+
+def test_session_document_becomes_one_envelope_and_its_retrievals() -> None:
+    out = normalize_message(session_doc(), headers=[("ctpipe-emitter", b"agent-sdk")])
+    assert out.dead_letter is None and out.event_count == 4
+    assert len(out.events) == 1
+    key, value = out.events[0]
+    assert key == SID.encode()
+    header, events = normalize.decode_envelope(value)
+    assert loads(value)["s"] == SID
+    assert header is not None and header["ended_at"] == "2026-01-15T10:35:00Z"
+    assert header["agent_id"] == "shopping-assistant-v2" and header["emitter"] == "agent-sdk"
+    assert [e["event_type"] for e in events] == ["turn_started", "retrieved", "retrieved", "cited"]
+    assert all(e["emitter"] == "agent-sdk" and e["session_id"] == SID for e in events)
+    # retrievals: keyed by content_telemetry_id, else their own event id
+    assert [k for k, _ in out.retrievals] == [CTI.encode(), events[2]["event_id"].encode()]
+    assert loads(out.retrievals[0][1]) == events[1]
+
+
+def test_sessionless_edge_event_keyed_by_telemetry_id_and_marked() -> None:
+    out = normalize_message(edge_event())
+    assert [k for k, _ in out.events] == [CTI.encode()]
+    assert out.events[0][1].startswith(normalize.SESSIONLESS_PREFIX)
+    header, events = normalize.decode_envelope(out.events[0][1])
+    assert header is None and events[0]["source_role"] == "edge" and events[0]["emitter"] == "unknown"
+    assert [k for k, _ in out.retrievals] == [CTI.encode()]
+    no_id = normalize_message(edge_event(None))
+    eid = loads(no_id.retrievals[0][1])["event_id"]
+    assert [k for k, _ in no_id.events] == [eid.encode()] == [k for k, _ in no_id.retrievals]
+
+
+def test_source_hint_header_reaches_ingest() -> None:
+    body = dumps({"session_id": SID, "outcome": {"type": "conversion", "value_amount": 100}})
+    out = normalize_message(body, headers={"ctpipe-source": b"/session/end", "ctpipe-emitter": b"oa"})
+    assert out.dead_letter is None
+    header, events = normalize.decode_envelope(out.events[0][1])
+    assert events == [] and header is not None
+    assert header["source_kind"] == "oa_session_end" and header["outcome_value_minor"] == 100
+
+
+def test_invalid_document_becomes_a_dead_letter_with_its_origin() -> None:
+    raw = b'{"schema_version":"0.1","session_id":"nope","events":"x"}'
+    out = normalize_message(
+        raw,
+        key=b"k1",
+        headers=[("ctpipe-emitter", b"bad-sdk")],
+        topic="ns.ctpipe.raw",
+        partition=2,
+        offset=41,
+    )
+    assert out.events == [] and out.retrievals == [] and out.dead_letter is not None
+    letter = dlq.decode(out.dead_letter)
+    assert letter.original == raw and letter.key == b"k1"
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("ns.ctpipe.raw", 2, 41)
+    assert letter.stage == "normalize" and letter.emitter == "bad-sdk"
+    assert letter.reason == out.reason and letter.errors
+    assert normalize_message(None).dead_letter is not None  # a null value too
+
+
+def test_large_documents_are_split_into_envelopes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(normalize, "ENVELOPE_MAX_BYTES", 1500)
+    out = normalize_message(session_doc())
+    assert len(out.events) > 1
+    parts = [normalize.decode_envelope(v) for _, v in out.events]
+    assert parts[0][0] is not None and all(h is None for h, _ in parts[1:])
+    assert sum(len(e) for _, e in parts) == 4
+    assert {k for k, _ in out.events} == {SID.encode()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    out = normalize_message(raw, headers=[("ctpipe-emitter", raw[:5])])
+    if out.dead_letter is not None:
+        assert out.events == [] and out.retrievals == []
+        assert dlq.decode(out.dead_letter).original == raw
+
+
+def test_breaker_trips_on_ratio_after_min_invalid() -> None:
+    b = Breaker(max_ratio=0.5, window=100, min_invalid=10)
+    for _ in range(9):
+        b.record(False, "bad")  # 9 invalid of 9: below min_invalid
+    with pytest.raises(BreakerTripped, match=r"10 of the last 10 .*100%.*bad"):
+        b.record(False, "bad")
+
+
+def test_breaker_tolerates_half_and_rolls_its_window() -> None:
+    b = Breaker(max_ratio=0.5, window=40, min_invalid=10)
+    for i in range(400):
+        b.record(i % 2 == 0, "x")  # exactly 50%: not more than the limit
+    assert b.ratio == 0.5
+    for _ in range(40):
+        b.record(True)
+    for _ in range(20):
+        b.record(False, "y")  # 20 of the last 40
+    with pytest.raises(BreakerTripped):
+        b.record(False, "y")  # 21 of 40

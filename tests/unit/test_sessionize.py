@@ -1,0 +1,180 @@
+"""processors.sessionize: session state, close rules, dedupe, late corrections, tombstones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processors import normalize, sessionize
+from processors.sessionize import SessionizeConfig, apply, close, deadline, new_state, step
+from schemas.codec import dumps, loads
+from schemas.funnel import FunnelCounts, FunnelKey, merge_rows
+from schemas.records import FunnelDelta
+
+SID = "550e8400-e29b-41d4-a716-446655440000"
+URL_A = "https://www.wirecutter.com/reviews/a"
+URL_B = "https://www.ft.com/content/b"
+CFG = SessionizeConfig(inactivity_timeout=100.0, end_grace=2.0, lateness=1000.0)
+
+
+def envelope(
+    events: list[dict[str, Any]], **envelope: Any
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    doc = {"document_type": "event_batch", "schema_version": "0.1", "session_id": SID, "events": events}
+    doc.update(envelope)
+    out = normalize.normalize_message(dumps(doc), headers=[("ctpipe-emitter", b"sdk")])
+    assert out.dead_letter is None, out.reason
+    (_, value), *_ = out.events
+    return normalize.decode_envelope(value)
+
+
+def e(type_: str, ts: str, url: str | None = URL_A, **data: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {"type": type_, "timestamp": f"2026-01-15T10:{ts}Z"}
+    if url:
+        ev["content_url"] = url
+    if data:
+        ev["data"] = data
+    return ev
+
+
+def total(deltas: list[FunnelDelta]) -> dict[FunnelKey, FunnelCounts]:
+    """Deltas summed per row (zero measures and rows dropped), as the sink reads them."""
+    out = {}
+    for k, v in merge_rows((d.key, d.counts) for d in deltas).items():
+        if not v.is_zero():
+            out[k] = FunnelCounts({m: n for m, n in v.measures.items() if n}, dict(v.conversion_value))
+    return out
+
+
+def fresh() -> dict[str, Any]:
+    return new_state(SID, 3)
+
+
+def test_batches_reconstruct_one_session_and_duplicates_are_dropped() -> None:
+    state = fresh()
+    h1, evs1 = envelope([e("turn_started", "30:00", None), e("content_grounded", "30:01")], agent_id="bot")
+    h2, evs2 = envelope([e("content_cited", "30:05"), e("content_retrieved", "30:01")])
+    r1 = apply(state, h1, evs1, now=10.0)
+    r2 = apply(state, h2, evs2, now=11.0)
+    r3 = apply(state, h1, evs1, now=12.0)  # redelivery
+    assert (r1.new, r2.new, r3.new, r3.duplicates) == (2, 2, 0, 2)
+    assert len(state["ids"]) == 4 and state["dup"] == 2
+    assert [x[1] for x in state["ev"]] == ["turn_started", "grounded", "cited"]  # retrieved: id only
+    assert state["la"] == 11.0  # a pure redelivery is no activity
+    assert state["h"]["agent_id"] == "bot" and state["em"] == ["sdk"]
+    assert deadline(state, CFG) == 111.0  # not ended: inactivity timeout
+
+
+def test_close_on_ended_after_grace_emits_deltas_and_record() -> None:
+    state = fresh()
+    h, evs = envelope(
+        [e("content_grounded", "30:01", scope="session"), e("content_cited", "30:05", URL_B)],
+        agent_id="bot",
+        started_at="2026-01-15T10:30:00Z",
+    )
+    apply(state, h, evs, now=10.0)
+    end = {"session_id": SID, "ended_at": "2026-01-15T10:35:00Z", "source_kind": "session"}
+    apply(state, end, [], now=20.0)
+    assert state["h"]["ended"] and deadline(state, CFG) == 22.0
+    assert step(state, 21.9, CFG, drain=False) == (None, None)
+    new, closed = step(state, 22.0, CFG, drain=False)
+    assert new is state and closed is not None
+    rec = closed.record
+    assert (rec.revision, rec.closed_by, rec.event_count, rec.grounded, rec.cited) == (0, "ended", 2, 1, 1)
+    assert rec.cited_without_grounded == 1 and rec.agent_id == "bot"
+    assert rec.started_at is not None and rec.ended_at is not None
+    rows = total(closed.deltas)
+    cited = next(k for k in rows if rows[k].measures.get("cited"))
+    assert cited.agent_id == "bot" and cited.owner_domain == "ft.com"
+    assert rows[cited].measures["cited_without_grounded"] == 1
+    assert all(d.origin == f"session:{SID}:r0" for d in closed.deltas)
+    # ids are deterministic: closing the same state again (a replay) gives the same ids
+    again = close(loads(dumps({**state, "rev": -1, "emitted": [], "closed": False})), 22.0, "ended")
+    assert [d.contribution_id for d in again.deltas] == [d.contribution_id for d in closed.deltas]
+    assert state["closed"] and deadline(state, CFG) == 22.0 + CFG.lateness
+
+
+def test_oa_session_end_without_ended_at_ends_the_session() -> None:
+    state = fresh()
+    apply(
+        state,
+        {
+            "session_id": SID,
+            "source_kind": "oa_session_end",
+            "outcome_type": "conversion",
+            "outcome_value_minor": 4999,
+            "outcome_currency": "EUR",
+        },
+        [],
+        now=5.0,
+    )
+    _, closed = step(state, 7.0, CFG, drain=False)
+    assert closed is not None and closed.record.outcome_value_minor == 4999
+    assert closed.record.outcome_currency == "EUR" and closed.deltas == []
+
+
+def test_inactivity_and_drain_close() -> None:
+    state = fresh()
+    h, evs = envelope([e("content_displayed", "30:01", display_type="embed")])
+    apply(state, h, evs, now=0.0)
+    assert step(state, 99.0, CFG, drain=False) == (None, None)
+    _, closed = step(state, 100.0, CFG, drain=False)
+    assert closed is not None and closed.record.closed_by == "inactivity"
+    assert closed.record.displayed_without_grounded == 1 and closed.record.displayed_without_cited == 1
+    other = fresh()
+    apply(other, h, evs, now=0.0)
+    _, drained = step(other, 1.0, CFG, drain=True)
+    assert drained is not None and drained.record.closed_by == "drain"
+
+
+def test_late_event_reopens_and_the_correction_sums_to_the_truth() -> None:
+    late_state = fresh()
+    h, evs = envelope(
+        [e("content_cited", "30:05", URL_B), e("content_displayed", "30:06", URL_B, display_type="link")],
+        agent_id="bot",
+        ended_at="2026-01-15T10:40:00Z",
+    )
+    apply(late_state, h, evs, now=0.0)
+    _, first = step(late_state, 5.0, CFG, drain=False)
+    assert first is not None
+    # the grounding arrives late (within lateness): revision 1 corrects the departures
+    h2, late = envelope([e("content_grounded", "30:01", URL_B, tokens_ingested=7)])
+    res = apply(late_state, h2, late, now=50.0)
+    assert res.reopened and res.new == 1 and late_state["late"] == 1 and not late_state["closed"]
+    _, second = step(late_state, 52.0, CFG, drain=False)
+    assert second is not None and second.record.revision == 1 and second.record.late_events == 1
+    assert all(d.origin == f"session:{SID}:r1" for d in second.deltas)
+    assert any(v < 0 for d in second.deltas for v in d.measures.values())  # departures withdrawn
+    # truth: the same events in one on-time session
+    truth_state = fresh()
+    apply(truth_state, h, evs + late, now=0.0)
+    _, truth = step(truth_state, 5.0, CFG, drain=False)
+    assert truth is not None
+    assert total(first.deltas + second.deltas) == total(truth.deltas)
+    ids = {d.contribution_id for d in first.deltas} & {d.contribution_id for d in second.deltas}
+    assert not ids  # revisions never share an id
+
+
+def test_beyond_lateness_leaves_a_tombstone_that_refuses_events() -> None:
+    state = fresh()
+    h, evs = envelope([e("content_cited", "30:05")], ended_at="2026-01-15T10:40:00Z")
+    apply(state, h, evs, now=0.0)
+    step(state, 3.0, CFG, drain=False)
+    assert step(state, 3.0 + CFG.lateness - 1, CFG, drain=False) == (None, None)
+    tomb, _ = step(state, 3.0 + CFG.lateness, CFG, drain=False)
+    assert tomb == {"k": SID, "p": 3, "rev": 0, "tomb": True}
+    assert deadline(tomb, CFG) is None
+    h2, late = envelope([e("content_engaged", "59:00", engagement_type="link_click")])
+    assert apply(tomb, h2, late, now=5000.0).beyond_lateness
+    assert sessionize.LATE_REASON == "late:beyond-lateness"
+
+
+def test_header_merge_keeps_first_identity_widest_times_latest_outcome() -> None:
+    h: dict[str, Any] = {}
+    assert sessionize.merge_header(h, {"agent_id": "a", "started_at": "2026-01-15T10:30:00Z"})
+    assert sessionize.merge_header(
+        h, {"agent_id": "b", "started_at": "2026-01-15T10:29:00Z", "user_segments": ["x", "y"]}
+    )
+    assert not sessionize.merge_header(h, {"agent_id": "c", "started_at": "2026-01-15T10:31:00Z"})
+    assert h["agent_id"] == "a" and h["started_at"] == "2026-01-15T10:29:00Z"
+    assert sessionize.merge_header(h, {"outcome_type": "conversion", "outcome_value_minor": 5})
+    assert h["outcome_value_minor"] == 5 and h["user_segments"] == ["x", "y"] and "ended" not in h
