@@ -364,6 +364,30 @@ def gateway_keys_revoke(
 
 # ---------------------------------------------------------------------------------------------
 @app.command()
+def worker(
+    ctx: typer.Context,
+    drain_after_idle: Annotated[
+        float | None, typer.Option(help="Close every session and window after N s without input.")
+    ] = None,
+    store: Annotated[str, typer.Option(help="Faust table store (rocksdb:// = rocksdict).")] = "rocksdb://",
+) -> None:
+    """Run the processors: normalize, sessionize, correlate, aggregate (timeouts: CTPIPE_WORKER_*)."""
+    from ctpipe.worker import WorkerConfig, run
+
+    s = settings_of(ctx)
+    config = WorkerConfig(
+        inactivity_timeout=s.worker_inactivity_timeout,
+        end_grace=s.worker_end_grace,
+        lateness=s.worker_lateness,
+        correlation_window=s.worker_correlation_window,
+        max_invalid_ratio=s.worker_max_invalid_ratio,
+        drain_after_idle=drain_after_idle,
+        store=store,
+    )
+    raise typer.Exit(run(s, config))
+
+
+@app.command()
 def sink(
     ctx: typer.Context,
     batch_rows: Annotated[

@@ -76,6 +76,26 @@ class Settings(BaseSettings):
     gateway_max_body: int = Field(default=5 * 1024 * 1024, gt=0, description="Request body limit (bytes).")
     gateway_ack_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for the broker's ack.")
 
+    # --- worker (processors) ---------------------------------------------------------------------
+    worker_inactivity_timeout: float = Field(
+        default=1800.0, gt=0, description="s before an idle session closes."
+    )
+    worker_end_grace: float = Field(default=2.0, gt=0, description="s after an ended session's last event.")
+    worker_lateness: float = Field(
+        default=3600.0, gt=0, description="s after a close that late events amend."
+    )
+    worker_correlation_window: float = Field(
+        default=600.0,
+        gt=0,
+        description="s after a Content-Telemetry-ID's first observation before it closes.",
+    )
+    worker_max_invalid_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Circuit breaker: invalid share of recent input that stops the worker.",
+    )
+
     # --- processing ----------------------------------------------------------------------------
     log_level: str = Field(
         default="WARNING", description="Python log level (DEBUG also shows librdkafka's own lines)."
