@@ -13,9 +13,9 @@ Input (HTTP, FastAPI/uvicorn):
 
 Output: one Kafka message per accepted document (see ``producers.publisher`` for the wire
 contract), then ``202`` with the event ids ``schemas.normalize.ingest`` assigned — the ids the
-pipeline will use, because normalisation re-runs ``ingest`` on the same bytes with the same
-emitter and source. Privacy-violating turn fields are stripped downstream and listed in the
-response (CT 0.1 section 5.7.5).
+pipeline will use, because normalisation re-runs ``ingest`` on the published bytes with the same
+emitter and source. Privacy-violating turn fields are stripped before publishing (so they never
+reach Kafka) and listed in the response (CT 0.1 section 5.7.5).
 
 Errors: ``{"error": code, "errors": [{"pointer", "rule", "message"}]}`` with 400 (undecodable,
 truncated, broken gzip), 401 (missing/unknown key), 403 (source role not allowed for the key),
