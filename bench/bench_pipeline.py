@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -371,20 +372,24 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     client = connect(ctx["ch_url"], database=f"bench_{ns}")
     migrate(client)
     poll_client = connect(ctx["ch_url"], database=f"bench_{ns}")
-    worker_cfg = {
-        "inactivity_timeout": 5.0,
-        "end_grace": 0.5,
-        "lateness": 600.0,
-        "correlation_window": 5.0,
-        "tick": 0.5,
-    }
+    worker_cfg: dict[str, Any] = (
+        {
+            "inactivity_timeout": 5.0,
+            "end_grace": 0.5,
+            "lateness": 600.0,
+            "correlation_window": 5.0,
+            "tick": 0.5,
+        }
+        if a.peak_config == "demo"
+        else {}  # production defaults (WorkerConfig): end_grace 2 s, correlation window 600 s, tick 1 s
+    )
     load_before = uptime()
     self_cpu0 = self_cpu()
     broker_cpu0 = proc_cpu(ctx["broker_pid"]) if ctx.get("broker_pid") else None
     sink = SinkThread(bootstrap, ns, client, batch_seconds=0.5)
     worker = Worker(tmp, bootstrap, ns, worker_cfg, ns)
     t0 = worker.started
-    prof = Profiler(worker.pid, tmp / f"profile-{ns}.txt") if a.profile else None
+    prof = Profiler(worker.pid, a.profile) if a.profile else None
     worker_group = f"ctpipe-{ns}-worker"
     inputs = [names["raw"], names["events"], names["retrievals"]]
     outputs = [names["funnel"], names["sessions"], names["correlated"], names["events"]]
@@ -455,6 +460,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     delete_topics(bootstrap, [tp.name for tp in topics])
     res = {
         "namespace": ns,
+        "worker_config": a.peak_config,
         "sessions": a.sessions,
         "seed": a.seed,
         "documents": documents,
@@ -584,7 +590,7 @@ def fresh_producer(cfg: dict[str, Any]) -> None:
         sent.append(now)
         scheduled.append(due)
     left = producer.flush(60)
-    print(orjson.dumps({"sent": sent, "scheduled": scheduled, "unflushed": left}).decode())
+    Path(cfg["out"]).write_bytes(orjson.dumps({"sent": sent, "scheduled": scheduled, "unflushed": left}))
 
 
 def phase_fresh(ctx: dict[str, Any], a: argparse.Namespace, peak_events_s: float | None) -> dict[str, Any]:
@@ -657,12 +663,12 @@ def phase_fresh(ctx: dict[str, Any], a: argparse.Namespace, peak_events_s: float
             "rate": rate,
             "n": count,
             "first": first,
+            "out": str(tmp / f"producer-{ns}-{first}.json"),
         }
         return subprocess.Popen(
             [sys.executable, __file__, "--fresh-producer", orjson.dumps(arg).decode()],
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
             text=True,
         )
 
@@ -695,9 +701,10 @@ def phase_fresh(ctx: dict[str, Any], a: argparse.Namespace, peak_events_s: float
             poll_once(lo, first + n)
             samples.append((time.time(), worker.rss()[0]))
             time.sleep(a.poll)
-        out, _ = p.communicate()
         t_prod_end = time.time()
-        prod = orjson.loads(out.strip().splitlines()[-1])
+        if p.returncode != 0:
+            raise RuntimeError(f"fresh producer exited with {p.returncode}")
+        prod = orjson.loads((tmp / f"producer-{ns}-{first}.json").read_bytes())
         end = time.time() + 30
         while time.time() < end and len(complete) < n:
             sink.check()
@@ -952,7 +959,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--sessions", type=int, default=500, help="peak: simulated sessions")
     ap.add_argument("--timeout", type=float, default=900.0)
-    ap.add_argument("--profile", action="store_true", help="peak: py-spy the worker")
+    ap.add_argument("--profile", type=Path, help="peak: py-spy the worker, raw stacks to this file")
+    ap.add_argument(
+        "--peak-config",
+        choices=("default", "demo"),
+        default="default",
+        help="peak worker config: production defaults, or ctpipe demo's short windows",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--fresh-rate", type=float, default=0.0, help="canonical events/s (default: peak / 2)")
     ap.add_argument("--fresh-sink-batch", type=float, default=0.25)
@@ -998,6 +1012,8 @@ def main() -> None:
         if broker is not None:
             broker.stop()
         results["uptime_end"] = uptime()
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
         if a.json_out:
             a.json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
     print(f"done; {results['uptime_end']}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException
@@ -74,6 +75,15 @@ def describe_partitions(bootstrap: str, name: str, timeout: float = 10.0) -> int
     return len(topic.partitions)
 
 
+_COORDINATOR_BUSY = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
+
+
 def group_lag(bootstrap: str, group: str, topics: Iterable[str], timeout: float = 10.0) -> int:
     """Messages of ``topics`` the consumer group has not committed yet (0 = caught up).
 
@@ -84,13 +94,22 @@ def group_lag(bootstrap: str, group: str, topics: Iterable[str], timeout: float 
     admin = _admin(bootstrap)
     names = list(topics)
     committed: dict[tuple[str, int], int] = {}
-    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-    try:
-        for tp in future.result(timeout=timeout).topic_partitions or []:
-            committed[(tp.topic, tp.partition)] = tp.offset
-    except KafkaException as exc:
-        err = exc.args[0]
-        if not (isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND):
+    deadline = time.monotonic() + timeout
+    while True:
+        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        try:
+            for tp in future.result(timeout=timeout).topic_partitions or []:
+                committed[(tp.topic, tp.partition)] = tp.offset
+            break
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                break
+            # e.g. COORDINATOR_LOAD_IN_PROGRESS right after a broker or group (re)start
+            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in _COORDINATOR_BUSY)
+            if transient and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
             raise
     metadata = admin.list_topics(timeout=timeout)
     probe = Consumer(
