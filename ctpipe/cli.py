@@ -90,6 +90,8 @@ def _configure_logging(level: str) -> None:
         # Faust reports its own producer backpressure ("producer buffer full") as a warning per
         # batch; it waits and carries on, so it is not worth a line each time.
         logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+        # A close timer that ran longer than its tick is skipped once and caught up next tick.
+        logging.getLogger("mode.timers").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------
