@@ -112,20 +112,9 @@ def config(
 
 # ---------------------------------------------------------------------------------------------
 def _broker(settings: Settings) -> LocalBroker:
-    from deploy.kafka.local import LocalBroker, LocalBrokerConfig
+    from ctpipe.broker import local_broker
 
-    cfg = LocalBrokerConfig(
-        home=settings.kafka_dir,
-        cache_dir=settings.jar_cache_dir,
-        host=settings.kafka_host,
-        port=settings.kafka_port,
-        controller_port=settings.kafka_controller_port,
-        version=settings.kafka_version,
-        kafka_home=settings.kafka_home,
-        heap=settings.kafka_heap,
-        start_timeout=settings.kafka_start_timeout,
-    )
-    return LocalBroker(cfg, log=lambda m: err.print(f"[dim]{m}[/]", highlight=False))
+    return local_broker(settings, lambda m: err.print(f"[dim]{m}[/]", highlight=False))
 
 
 def _declared_topics(settings: Settings) -> list[Topic]:

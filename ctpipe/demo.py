@@ -317,7 +317,8 @@ def run_demo(
 
     from rich.table import Table
 
-    from deploy.kafka.local import BrokerError, LocalBroker, LocalBrokerConfig
+    from ctpipe.broker import local_broker
+    from deploy.kafka.local import BrokerError, LocalBroker
     from deploy.kafka.topics import TopicError
     from producers.kafka import DeliveryError
     from sinks.clickhouse import ClickHouseError, connect, migrate
@@ -326,20 +327,7 @@ def run_demo(
     started_here = False
     try:
         if settings.local_kafka:
-            broker = LocalBroker(
-                LocalBrokerConfig(
-                    home=settings.kafka_dir,
-                    cache_dir=settings.jar_cache_dir,
-                    host=settings.kafka_host,
-                    port=settings.kafka_port,
-                    controller_port=settings.kafka_controller_port,
-                    version=settings.kafka_version,
-                    kafka_home=settings.kafka_home,
-                    heap=settings.kafka_heap,
-                    start_timeout=settings.kafka_start_timeout,
-                ),
-                log=lambda m: err.print(f"[dim]{m}[/]", highlight=False),
-            )
+            broker = local_broker(settings, lambda m: err.print(f"[dim]{m}[/]", highlight=False))
             started_here = not broker.status().running
             status = broker.start()
             console.print(f"Kafka: Apache Kafka {status.version} at {status.bootstrap}", highlight=False)
