@@ -65,6 +65,7 @@ async def running_worker(
     topics = WorkerTopics.for_namespace(namespace)
     await asyncio.to_thread(ensure_topics, bootstrap, topics.all())
     app = pw.build_worker(_app_id(app_id, namespace), bootstrap, datadir, namespace, config)
+    pw.tune_gc()
     await app.start()
     try:
         yield WorkerHandle(app, topics)

@@ -7,6 +7,7 @@ runs exactly the agents it was built with (the worker, the demo, a test).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 import weakref
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import orjson
 from faust.streams import _current_event
 
 from schemas import dlq
+from schemas.records import pack
 
 
 def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> faust.App:
@@ -35,6 +37,12 @@ def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> 
         "broker_commit_every": 1000,
         "broker_commit_interval": 1.0,
         "producer_acks": -1,
+        # Packed outputs (schemas.records.pack) are up to 512 KiB: let a produce batch hold them
+        # (default 16 KiB); gather a few ms of records per produce request (one syscall and one
+        # broker wake-up each). No compression: aiokafka's lz4 cost the worker more CPU than the
+        # bytes it saved (bench/PIPELINE_BENCH.md).
+        "producer_max_batch_size": 1_000_000,
+        "producer_linger": 0.005,
         "autodiscover": False,
     }
     options.update(overrides)
@@ -110,16 +118,22 @@ def busy(app: faust.App) -> bool:
 
 
 Send = tuple[str, bytes | None, bytes]  # (topic, key, value)
+Item = tuple[Any, Any]  # (the Kafka message it came in, one decoded record)
 
 
 class StateStage:
     """A keyed, changelog-backed stateful stage: a batching agent plus a close timer.
 
-    Subclasses say how a message changes a state (``apply_messages``), when the timer must look
-    at a state again (``deadline``) and what it does then (``step``: close, expire). This class
-    owns the table, the in-memory deadline index (key -> (deadline, partition); rebuilt from the
-    table after every rebalance and for a drain, so only keys, never state, live in memory), the
-    lock that keeps agent and timer from interleaving, and drains.
+    Subclasses say how a message splits into records and which state each belongs to
+    (``items``), how records change a state (``apply_items``), when the timer must look at a
+    state again (``deadline``) and what it does then (``step``: close, expire). This class owns
+    the table, the deadline index (key -> (deadline, partition) plus a heap ordered by deadline,
+    so a tick touches only due keys; rebuilt from the table after every rebalance and for a
+    drain, so only keys, never state, live in memory), the lock that keeps agent and timer from
+    interleaving, output packing and drains.
+
+    Outputs: records to the topics in ``packed_topics`` are packed (``schemas.records.pack``)
+    into as few messages as the batch or tick allows; dead letters travel one per message.
     """
 
     name: str = "stage"
@@ -135,15 +149,18 @@ class StateStage:
         within: float,
         tick: float,
         drain_after_idle: float | None,
+        packed_topics: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.source_topic = source_topic
         self.dlq_topic = dlq_topic
+        self.packed_topics = packed_topics
         self.batch = batch
         self.within = within
         self.drain_after_idle = drain_after_idle
         self.table = state_table(app, f"ctpipe-{self.name}", partitions, f"{self.name} state")
         self.index: dict[bytes, tuple[float, int]] = {}
+        self._heap: list[tuple[float, bytes]] = []
         self.lock = asyncio.Lock()
         self.last_input = time.time()
         self._drain_requested = False
@@ -167,19 +184,20 @@ class StateStage:
         self.agent = agent
 
     # -- subclass hooks -----------------------------------------------------------------------
-    def route(self, msg: Any) -> bytes | None:
-        """The state key of a message, or None to skip it here (it needs no state)."""
-        return msg.key if msg.key is not None else None
+    def items(self, msg: Any, sends: list[Send]) -> list[tuple[bytes | None, Any]]:
+        """A message's records as (state key, or None when it needs no state; record).
+        Undecodable input is dead-lettered into ``sends`` here."""
+        raise NotImplementedError
 
     def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def apply_messages(self, state: dict[str, Any], msgs: list[Any], now: float, sends: list[Send]) -> bool:
-        """Apply messages of one key; append DLQ/immediate outputs to ``sends``; True if changed."""
+    def apply_items(self, state: dict[str, Any], items: list[Item], now: float, sends: list[Send]) -> bool:
+        """Apply the records of one key; append DLQ/immediate outputs to ``sends``; True if changed."""
         raise NotImplementedError
 
-    def stateless(self, msgs: list[Any], now: float, sends: list[Send]) -> None:
-        """Messages ``route`` sent nowhere (default: ignored)."""
+    def stateless(self, items: list[Item], now: float, sends: list[Send]) -> None:
+        """Records ``items`` gave no state key (default: ignored)."""
 
     def deadline(self, state: dict[str, Any]) -> float | None:
         raise NotImplementedError
@@ -195,9 +213,10 @@ class StateStage:
         self._drain_requested = True
         return self._drained
 
-    def dead_letter(self, msg: Any, reason: str) -> Send:
+    def dead_letter(self, msg: Any, reason: str, value: bytes | None = None) -> Send:
+        """A DLQ record for ``msg`` (or for one record of it: ``value`` = that record's bytes)."""
         letter = dlq.make(
-            msg.value or b"",
+            value if value is not None else (msg.value or b""),
             reason=reason,
             stage=self.name,
             key=msg.key,
@@ -207,43 +226,90 @@ class StateStage:
         )
         return (self.dlq_topic, msg.key, dlq.encode(letter))
 
-    async def process(self, msgs: list[Any], now: float) -> None:
-        """One batch: load each key's state once, apply its messages, store it once."""
-        self.last_input = now
-        by_key: dict[bytes, list[Any]] = {}
-        skipped: list[Any] = []
-        for msg in msgs:
-            key = self.route(msg)
-            if key is None:
-                skipped.append(msg)
+    def _schedule(self, key: bytes, due: float | None, partition: int) -> None:
+        if due is None:
+            self.index.pop(key, None)
+            return
+        old = self.index.get(key)
+        self.index[key] = (due, partition)
+        if old is None or old[0] != due:
+            heapq.heappush(self._heap, (due, key))
+            if len(self._heap) > 2 * len(self.index) + 1024:  # stale entries: compact
+                self._heap = [(d, k) for k, (d, _p) in self.index.items()]
+                heapq.heapify(self._heap)
+
+    def _due(self, now: float, drain: bool) -> list[tuple[bytes, int]]:
+        """Keys whose deadline passed (every indexed key on drain), each once."""
+        if drain:
+            self._heap = []
+            return [(k, p) for k, (_d, p) in self.index.items()]
+        out: list[tuple[bytes, int]] = []
+        heap, index = self._heap, self.index
+        while heap and heap[0][0] <= now:
+            due, key = heapq.heappop(heap)
+            entry = index.get(key)
+            if entry is not None and entry[0] == due:  # else stale (rescheduled or dropped)
+                out.append((key, entry[1]))
+        return out
+
+    async def _send(self, sends: list[Send]) -> list[Any]:
+        """Hand outputs to the app's producer (packed where declared); the delivery futures."""
+        producer = self.app.producer
+        futures: list[Any] = []
+        packed: dict[str, list[bytes]] = {}
+        for topic, k, v in sends:
+            if topic in self.packed_topics:
+                packed.setdefault(topic, []).append(v)
             else:
-                by_key.setdefault(key, []).append(msg)
+                futures.append(await producer.send(topic, k, v, None, None, None))
+        for topic, values in packed.items():
+            for value in pack(values):
+                futures.append(await producer.send(topic, None, value, None, None, None))
+        return futures
+
+    async def process(self, msgs: list[Any], now: float) -> None:
+        """One batch: load each key's state once, apply its records, store it once."""
+        self.last_input = now
+        by_partition: dict[tuple[str, int], dict[bytes, list[Item]]] = {}
+        skipped: list[Item] = []
         sends: list[Send] = []
+        for msg in msgs:
+            records = self.items(msg, sends)
+            if not records:
+                continue
+            by_key = by_partition.get((msg.topic, msg.partition))
+            if by_key is None:
+                by_key = by_partition[(msg.topic, msg.partition)] = {}
+            for key, record in records:
+                if key is None:
+                    skipped.append((msg, record))
+                    continue
+                group = by_key.get(key)
+                if group is None:
+                    group = by_key[key] = []
+                group.append((msg, record))
         if skipped:
             self.stateless(skipped, now, sends)
-        for key, group in by_key.items():
-            partition = group[0].partition
-            with partition_scope(group[0].topic, partition):
-                raw = self.table.get(key)
-                state = orjson.loads(raw) if raw is not None else self.new_state(key, partition)
-                if self.apply_messages(state, group, now, sends) or raw is None:
-                    self.table[key] = orjson.dumps(state)
-                    due = self.deadline(state)
-                    if due is not None:
-                        self.index[key] = (due, partition)
-        producer = self.app.producer
-        for topic, k, v in sends:  # flushed by Faust before the source offsets are committed
-            await producer.send(topic, k, v, None, None, None)
+        table = self.table
+        for (topic, partition), by_key in by_partition.items():
+            with partition_scope(topic, partition):
+                for key, group in by_key.items():
+                    raw = table.get(key)
+                    state = orjson.loads(raw) if raw is not None else self.new_state(key, partition)
+                    if self.apply_items(state, group, now, sends) or raw is None:
+                        table[key] = orjson.dumps(state)
+                        self._schedule(key, self.deadline(state), partition)
+        # Enqueued only: Faust flushes the producer before it commits the source offsets.
+        await self._send(sends)
 
     def _rescan(self) -> None:
         self.index.clear()
+        self._heap = []
         for key, raw in list(self.table.items()):
             if raw is None:
                 continue
             state = orjson.loads(raw)
-            due = self.deadline(state)
-            if due is not None:
-                self.index[bytes(key)] = (due, int(state["p"]))
+            self._schedule(bytes(key), self.deadline(state), int(state["p"]))
 
     async def close_due(self, now: float) -> int:
         """Run ``step`` on every due state (every indexed one on drain): emit, await delivery,
@@ -251,42 +317,39 @@ class StateStage:
         assigned = assigned_partitions(self.app)
         drain = self._drain_requested
         if self.drain_after_idle is not None and now - self.last_input >= self.drain_after_idle:
-            drain = True
+            drain = drain or bool(self.index)
         if assigned != self._assigned or self._drain_requested:
             self._assigned = assigned
             self._rescan()
-        due = [(k, p) for k, (d, p) in self.index.items() if drain or d <= now]
+        by_partition: dict[int, list[bytes]] = {}
+        for key, partition in self._due(now, drain):
+            by_partition.setdefault(partition, []).append(key)
         writes: list[tuple[bytes, int, dict[str, Any]]] = []
         sends: list[Send] = []
-        for key, partition in due:
+        table = self.table
+        for partition, keys in by_partition.items():
             with partition_scope(self.source_topic, partition):
-                raw = self.table.get(key)
-            if raw is None:
-                self.index.pop(key, None)
-                continue
-            state = orjson.loads(raw)
-            new, out = self.step(state, now, drain)
-            if new is None:
-                d = self.deadline(state)
-                if d is None:
-                    self.index.pop(key, None)
-                else:
-                    self.index[key] = (d, partition)
-                continue
-            writes.append((key, partition, new))
-            sends.extend(out)
+                for key in keys:
+                    raw = table.get(key)
+                    if raw is None:
+                        self.index.pop(key, None)
+                        continue
+                    state = orjson.loads(raw)
+                    new, out = self.step(state, now, drain)
+                    if new is None:
+                        self._schedule(key, self.deadline(state), partition)
+                        continue
+                    writes.append((key, partition, new))
+                    sends.extend(out)
         if sends:
-            producer = self.app.producer
-            futures = [await producer.send(t, k, v, None, None, None) for t, k, v in sends]
-            await asyncio.gather(*futures)
+            await asyncio.gather(*await self._send(sends))
         for key, partition, new in writes:
             with partition_scope(self.source_topic, partition):
-                self.table[key] = orjson.dumps(new)
-            d = self.deadline(new)
-            if d is None:
-                self.index.pop(key, None)
-            else:
-                self.index[key] = (d, partition)
+                table[key] = orjson.dumps(new)
+            self._schedule(key, self.deadline(new), partition)
+        if drain:  # a drain visited every key: the heap was emptied; rebuild it
+            self._heap = [(d, k) for k, (d, _p) in self.index.items()]
+            heapq.heapify(self._heap)
         if self._drain_requested:
             self._drain_requested = False
             self._drained.set()

@@ -1,7 +1,7 @@
 """Correlate: ``retrieved`` events (RETRIEVALS) -> correlated retrievals (CORRELATED) + funnel rows.
 
-Input: RETRIEVALS, value = one canonical ``retrieved`` event (``schemas.records.encode_event``),
-key = content_telemetry_id, else event_id (``processors.normalize``).
+Input: RETRIEVALS, canonical ``retrieved`` events (``schemas.records.encode_event``), one per
+message or packed, partitioned by content_telemetry_id, else event_id (``processors.normalize``).
 
 State: a changelog-backed Faust table keyed by content_telemetry_id: the observations
 (``processors.aggregate.Obs``: event id, role, emitter, timestamp, canonical URL, content_id,
@@ -35,9 +35,9 @@ import orjson
 
 from processors import aggregate
 from processors.aggregate import Obs
-from processors.app import Send, StateStage
+from processors.app import Item, Send, StateStage
 from schemas.funnel import FunnelCounts, FunnelKey
-from schemas.records import CorrelatedRetrieval, FunnelDelta, Observation, encode
+from schemas.records import CorrelatedRetrieval, FunnelDelta, Observation, encode, unpack
 
 STAGE = "correlate"
 LATE_REASON = "late:beyond-lateness"
@@ -225,50 +225,61 @@ class Correlator(StateStage):
             within=within,
             tick=tick,
             drain_after_idle=config.drain_after_idle,
+            packed_topics=frozenset({funnel_topic, correlated_topic}),
         )
 
-    def _decode(self, msg: Any, sends: list[Send]) -> dict[str, Any] | None:
+    @staticmethod
+    def _check(ev: Any) -> str | None:
+        """Why a record is not a usable canonical retrieved event (None: it is)."""
         try:
-            ev = orjson.loads(msg.value)
             if type(ev) is not dict or ev.get("event_type") != "retrieved":
-                raise ValueError("not a canonical retrieved event")
-            if type(ev["event_id"]) is not str:
-                raise TypeError("event_id is not a string")
+                return "not a canonical retrieved event"
+            if type(ev.get("event_id")) is not str:
+                return "event_id is not a string"
+            cti = ev.get("content_telemetry_id")
+            if cti is not None and type(cti) is not str:
+                return "content_telemetry_id is not a string"
             aggregate.ts_us(ev["timestamp"])  # validated here, not in the timer
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            sends.append(self.dead_letter(msg, f"malformed retrieval: {exc!r}"))
-            return None
-        return ev
+        except (KeyError, TypeError, ValueError) as exc:
+            return repr(exc)
+        return None
 
-    def route(self, msg: Any) -> bytes | None:
-        # Cheap pre-check: normalize keys id-less retrievals by event_id, so look at the value.
+    def items(self, msg: Any, sends: list[Send]) -> list[tuple[bytes | None, Any]]:
         value = msg.value
-        if not value or msg.key is None or b'"content_telemetry_id":null' in value:
-            return None
-        return bytes(msg.key)
+        if not value:
+            sends.append(self.dead_letter(msg, "malformed retrieval: empty message"))
+            return []
+        try:
+            events = unpack(value)
+        except orjson.JSONDecodeError as exc:
+            sends.append(self.dead_letter(msg, f"malformed retrieval: {exc!r}"))
+            return []
+        out: list[tuple[bytes | None, Any]] = []
+        for ev in events:
+            why = self._check(ev)
+            if why is not None:
+                sends.append(self.dead_letter(msg, f"malformed retrieval: {why}", orjson.dumps(ev)))
+                continue
+            cti = ev.get("content_telemetry_id")
+            out.append((cti.encode() if cti else None, ev))  # CT 7.2 rule 3: no id, no group
+        return out
 
-    def stateless(self, msgs: list[Any], now: float, sends: list[Send]) -> None:
-        for msg in msgs:
-            ev = self._decode(msg, sends)
-            if ev is None:
-                continue
-            if ev.get("content_telemetry_id"):  # defensive: an id after all
-                continue
+    def stateless(self, items: list[Item], now: float, sends: list[Send]) -> None:
+        for _msg, ev in items:
             self.stats.standalone += 1
             self._emit(standalone(ev, now), sends)
 
     def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
         return new_state(key.decode("utf-8", "replace"), partition)
 
-    def apply_messages(self, state: dict[str, Any], msgs: list[Any], now: float, sends: list[Send]) -> bool:
+    def apply_items(self, state: dict[str, Any], items: list[Item], now: float, sends: list[Send]) -> bool:
         if state.get("tomb"):
-            for msg in msgs:
+            for msg, ev in items:
                 self.stats.beyond_lateness += 1
-                sends.append(self.dead_letter(msg, LATE_REASON))
+                sends.append(self.dead_letter(msg, LATE_REASON, orjson.dumps(ev)))
             return False
-        evs = [ev for ev in (self._decode(m, sends) for m in msgs) if ev is not None]
         was_closed = state["rev"] >= 0
-        new, dup = add_observations(state, evs, now)
+        new, dup = add_observations(state, [ev for _msg, ev in items], now)
         self.stats.observations += new
         self.stats.duplicates += dup
         if was_closed:

@@ -5,20 +5,27 @@ default "unknown") and ``ctpipe-source`` (the ``ingest`` source hint: an HTTP ro
 
 Output, per accepted document:
 
-* EVENTS — one *document envelope* per session key (chunked when large), key = session_id, else
-  ctx_token; events without either (edge/origin retrievals) get one envelope each, key =
-  content_telemetry_id, else event_id. Wire contract (JSON object, UTF-8)::
+* EVENTS — one *document envelope* per session key (chunked when large); events without a
+  session key (edge/origin retrievals) get one envelope each. Envelope wire contract (JSON
+  object, UTF-8)::
 
       {"t": "d", "s": <session key> | null, "h": <SessionHeader JSON> | null,
        "e": [<CanonicalEvent JSON>, ...]}
 
-  ``s`` is the session key (null for session-less events, which always start with exactly
-  ``{"t":"d","s":null``), ``h`` is ``IngestResult.session`` (on the first chunk only), each
-  element of ``e`` is exactly ``schemas.records.encode_event(event)``. A header-only envelope
-  (OA /session/start or /end) has ``"e": []``. Decoding is one ``orjson.loads``
-  (``decode_envelope``).
-* RETRIEVALS — every ``retrieved`` event on its own, value = ``encode_event(event)``,
-  key = content_telemetry_id, else event_id (CT 7.2 repartitioning for correlation).
+  ``s`` is the session key (session_id, else ctx_token; null for session-less events, whose
+  envelopes always start with exactly ``{"t":"d","s":null``), ``h`` is ``IngestResult.session``
+  (``encode_header``, on the first chunk only), each element of ``e`` is exactly
+  ``schemas.records.encode_event(event)``. A header-only envelope (OA /session/start or /end) has
+  ``"e": []``.
+* RETRIEVALS — every ``retrieved`` event on its own record, ``encode_event(event)``, routed by
+  content_telemetry_id, else event_id (CT 7.2 repartitioning for correlation).
+
+Batching (``route_outputs``): the agent takes RAW in batches and writes each batch's records
+packed (``schemas.records.pack``: a JSON array per message, at most 512 KiB) per destination
+partition, the partition being ``schemas.topics.partition_for`` of the record's key (session
+key; content_telemetry_id, else event_id), so all records of one session / one ID meet on one
+partition. Session-less envelopes are packed apart from session envelopes, so a packed
+session-less message starts with ``[{"t":"d","s":null`` and sessionize skips it unparsed.
 
 Invalid documents go to the DLQ (``schemas.dlq`` envelope, stage "normalize": reason, errors,
 original bytes and key, topic/partition/offset, emitter). A circuit breaker (``Breaker``) stops
@@ -40,7 +47,8 @@ from schemas import dlq
 from schemas.canonical import CanonicalEvent, EventType
 from schemas.codec import dumps
 from schemas.normalize import ingest
-from schemas.records import EVENTS_SESSIONLESS_PREFIX, decode_events_envelope, encode_event
+from schemas.records import EVENTS_SESSIONLESS_PREFIX, decode_events_envelope, encode_event, encode_header, pack
+from schemas.topics import partition_for
 
 STAGE = "normalize"
 EMITTER_HEADER = "ctpipe-emitter"
@@ -51,6 +59,13 @@ ENVELOPE_MAX_BYTES = 256 * 1024
 
 #: How every envelope of events without a session key starts (sessionize skips them unparsed).
 SESSIONLESS_PREFIX = EVENTS_SESSIONLESS_PREFIX
+#: How every packed message of such envelopes starts.
+SESSIONLESS_PACKED_PREFIX = b"[" + EVENTS_SESSIONLESS_PREFIX
+
+
+def sessionless(value: bytes) -> bool:
+    """True for an EVENTS message of session-less envelopes only (single or packed)."""
+    return value.startswith(SESSIONLESS_PREFIX) or value.startswith(SESSIONLESS_PACKED_PREFIX)
 
 Message = tuple[bytes, bytes]  # (key, value)
 
@@ -180,7 +195,7 @@ def normalize_message(
     encoded = [encode_event(ev) for ev in result.events]
     if session_key:
         skey = session_key.encode()
-        head = session.model_dump_json().encode() if session is not None else None
+        head = encode_header(session) if session is not None else None
         out.events.extend((skey, env) for env in _envelopes(session_key, head, encoded))
     else:
         for ev, enc in zip(result.events, encoded, strict=True):
@@ -213,6 +228,8 @@ def register(
     retrievals_topic: str,
     dlq_topic: str,
     breaker: Breaker,
+    events_partitions: int,
+    retrievals_partitions: int,
     batch: int = 2000,
     within: float = 0.1,
     stats: NormalizeStats | None = None,
@@ -225,7 +242,8 @@ def register(
     async def normalize(stream: faust.StreamT[bytes]) -> None:
         producer = app.producer
         async for batch_events in stream.take_events(batch, within=within):  # type: ignore[attr-defined]
-            sends: list[tuple[str, bytes | None, bytes]] = []
+            accepted: list[Normalized] = []
+            letters: list[tuple[bytes | None, bytes]] = []
             for event in batch_events:
                 msg = event.message
                 out = normalize_message(
@@ -248,16 +266,43 @@ def register(
                         app.log.error("%s", exc)
                         app.conf.stream_wait_empty = False  # stop must not wait for this batch
                         await asyncio.Event().wait()
-                    sends.append((dlq_topic, msg.key, out.dead_letter))
+                    letters.append((msg.key, out.dead_letter))
                     continue
                 breaker.record(True)
                 st.accepted += 1
                 st.events += out.event_count
                 st.retrievals += len(out.retrievals)
-                sends.extend((events_topic, k, v) for k, v in out.events)
-                sends.extend((retrievals_topic, k, v) for k, v in out.retrievals)
+                accepted.append(out)
             # Enqueued on the app's producer; Faust flushes it before committing source offsets.
-            for topic, k, v in sends:
-                await producer.send(topic, k, v, None, None, None)
+            for k, v in letters:
+                await producer.send(dlq_topic, k, v, None, None, None)
+            for topic, partition, value in route_outputs(
+                accepted, events_topic, events_partitions, retrievals_topic, retrievals_partitions
+            ):
+                await producer.send(topic, None, value, partition, None, None)
 
     return normalize
+
+
+def route_outputs(
+    results: Iterable[Normalized],
+    events_topic: str,
+    events_partitions: int,
+    retrievals_topic: str,
+    retrievals_partitions: int,
+) -> list[tuple[str, int, bytes]]:
+    """A batch's EVENTS/RETRIEVALS records -> (topic, partition, packed value) messages."""
+    sessions: dict[int, list[bytes]] = {}
+    others: dict[int, list[bytes]] = {}
+    retrievals: dict[int, list[bytes]] = {}
+    for out in results:
+        for k, v in out.events:
+            target = others if v.startswith(SESSIONLESS_PREFIX) else sessions
+            target.setdefault(partition_for(k, events_partitions), []).append(v)
+        for k, v in out.retrievals:
+            retrievals.setdefault(partition_for(k, retrievals_partitions), []).append(v)
+    messages: list[tuple[str, int, bytes]] = []
+    for topic, parts in ((events_topic, sessions), (events_topic, others), (retrievals_topic, retrievals)):
+        for partition in sorted(parts):
+            messages.extend((topic, partition, value) for value in pack(parts[partition]))
+    return messages

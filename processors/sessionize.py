@@ -1,7 +1,8 @@
 """Sessionize: canonical events (EVENTS) -> closed sessions (SESSIONS) and their funnel rows (FUNNEL).
 
-Input: EVENTS document envelopes (``processors.normalize``), keyed by session key (session_id,
-else ctx_token). Envelopes without a session key (edge/origin retrievals) are not sessionized.
+Input: EVENTS document envelopes (``processors.normalize``), one per message or packed, each
+naming its session key ``s`` (session_id, else ctx_token). Envelopes without a session key
+(edge/origin retrievals) are not sessionized.
 
 State: a changelog-backed Faust table (``rocksdb://`` with the rocksdict driver in the worker)
 keyed by session key. Value = one orjson document (``SessionState``): the session's events as
@@ -35,10 +36,10 @@ import orjson
 
 from processors import aggregate
 from processors.aggregate import SEvent
-from processors.app import Send, StateStage
-from processors.normalize import SESSIONLESS_PREFIX
+from processors.app import Item, Send, StateStage
+from processors.normalize import sessionless
 from schemas.canonical import SourceFormat
-from schemas.records import FunnelDelta, SessionRecord, encode
+from schemas.records import FunnelDelta, SessionRecord, encode, unpack
 
 STAGE = "sessionize"
 LATE_REASON = "late:beyond-lateness"
@@ -290,34 +291,48 @@ class Sessionizer(StateStage):
             within=within,
             tick=tick,
             drain_after_idle=config.drain_after_idle,
+            packed_topics=frozenset({funnel_topic, sessions_topic}),
         )
 
-    def route(self, msg: Any) -> bytes | None:
+    def items(self, msg: Any, sends: list[Send]) -> list[tuple[bytes | None, Any]]:
         value = msg.value
-        if not value or msg.key is None or value.startswith(SESSIONLESS_PREFIX):
-            return None  # edge/origin retrievals: correlate's business, not a session's
-        return bytes(msg.key)
+        if not value or sessionless(value):
+            return []  # edge/origin retrievals: correlate's business (and the sink's), not a session's
+        try:
+            envelopes = unpack(value)
+        except orjson.JSONDecodeError as exc:
+            sends.append(self.dead_letter(msg, f"malformed envelope: {exc!r}"))
+            return []
+        out: list[tuple[bytes | None, Any]] = []
+        for env in envelopes:
+            skey = env.get("s") if type(env) is dict else None
+            if type(skey) is not str or not skey:
+                if type(env) is dict and env.get("t") == "d" and "s" in env and skey is None:
+                    continue  # a session-less envelope among session ones: nothing to do here
+                sends.append(self.dead_letter(msg, "malformed envelope: no session key", orjson.dumps(env)))
+                continue
+            out.append((skey.encode(), env))
+        return out
 
     def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
         return new_state(key.decode("utf-8", "replace"), partition)
 
-    def apply_messages(self, state: dict[str, Any], msgs: list[Any], now: float, sends: list[Send]) -> bool:
+    def apply_items(self, state: dict[str, Any], items: list[Item], now: float, sends: list[Send]) -> bool:
         st = self.stats
         seen = set(state.get("ids") or ())
         changed = False
-        for msg in msgs:
+        for msg, env in items:
             try:
-                doc = orjson.loads(msg.value)
-                header = doc.get("h")
-                evs = doc.get("e") or []
+                header = env.get("h")
+                evs = env.get("e") or []
                 res = apply(state, header, evs, now, seen)
-            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
-                sends.append(self.dead_letter(msg, f"malformed envelope: {exc!r}"))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                sends.append(self.dead_letter(msg, f"malformed envelope: {exc!r}", orjson.dumps(env)))
                 continue
             st.envelopes += 1
             if res.beyond_lateness:
                 st.beyond_lateness += 1
-                sends.append(self.dead_letter(msg, LATE_REASON))
+                sends.append(self.dead_letter(msg, LATE_REASON, orjson.dumps(env)))
                 continue
             st.events += res.new
             st.duplicates += res.duplicates

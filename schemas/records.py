@@ -15,12 +15,20 @@
   start with ``EVENTS_SESSIONLESS_PREFIX`` (so sessionize skips them unparsed). Read with
   ``decode_events_envelope``.
 
-RETRIEVALS carries one ``encode_event`` (``CanonicalEvent.model_dump_json()``) per message.
+RETRIEVALS carries ``encode_event`` records. Canonical events and session headers travel without
+the fields that hold their default (``exclude_defaults``: most are null for any one event type),
+a third of the bytes; ``CanonicalEvent.model_validate`` restores them, dict readers use ``.get``.
+
+Packing: every topic above carries either one record (a JSON object) or a JSON array of records
+per message (``pack`` / ``unpack``). Stages batch their outputs this way, because a Kafka message
+through a Python client costs far more than the JSON of one record; the consumers (the worker's
+own agents and the sink) take both shapes.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -164,7 +172,12 @@ def decode_retrieval(raw: bytes | str) -> CorrelatedRetrieval:
 
 
 def encode_event(event: CanonicalEvent) -> bytes:
-    return event.model_dump_json().encode()
+    return event.model_dump_json(exclude_defaults=True).encode()
+
+
+def encode_header(header: BaseModel) -> bytes:
+    """A ``schemas.canonical.SessionHeader`` as EVENTS envelopes carry it (defaults left out)."""
+    return header.model_dump_json(exclude_defaults=True).encode()
 
 
 def decode_event(raw: bytes | str) -> CanonicalEvent:
@@ -185,3 +198,30 @@ def decode_events_envelope(raw: bytes | str) -> tuple[dict[str, Any] | None, lis
     if not isinstance(events, list):
         raise ValueError("envelope 'e' is not a list")
     return doc.get("h"), events
+
+
+#: Packed messages stay below this (Kafka's default message limit is 1 MiB).
+PACK_MAX_BYTES = 512 * 1024
+
+
+def pack(items: Iterable[bytes], max_bytes: int = PACK_MAX_BYTES) -> list[bytes]:
+    """Encoded JSON records -> message values, each a JSON array of at most ``max_bytes``
+    (a single larger record travels alone, as a one-element array)."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2
+    for item in items:
+        if chunk and size + len(item) + 1 > max_bytes:
+            out.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        out.append(b"[" + b",".join(chunk) + b"]")
+    return out
+
+
+def unpack(raw: bytes | str) -> list[Any]:
+    """A message value -> its decoded records: a JSON array's elements, or the one object."""
+    doc = loads(raw)
+    return doc if type(doc) is list else [doc]

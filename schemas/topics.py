@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import zlib
+
 DAY_MS = 24 * 60 * 60 * 1000
 
 
@@ -60,17 +62,17 @@ RAW = Topic(
 
 EVENTS = Topic(
     name="ctpipe.events",
-    key="session_id (UTF-8)",
-    value="canonical event records (JSON)",
+    key="none: the partition is partition_for(session key) of every envelope in the message",
+    value="EVENTS envelopes (schemas.records), one object or a JSON array of them (records.pack)",
     partitions=4,
     dlq=DLQ.name,
-    description="Canonical events, one record per event, keyed by session.",
+    description="Canonical events in document envelopes, partitioned by session key.",
 )
 
 RETRIEVALS = Topic(
     name="ctpipe.retrievals",
-    key="content_telemetry_id (UTF-8)",
-    value="canonical content_retrieved events (JSON)",
+    key="none: the partition is partition_for(content_telemetry_id, else event_id) of every event",
+    value="canonical content_retrieved events (JSON), one object or a JSON array (records.pack)",
     partitions=4,
     dlq=DLQ.name,
     description="Retrievals repartitioned by Content-Telemetry-ID for observer correlation.",
@@ -78,8 +80,8 @@ RETRIEVALS = Topic(
 
 SESSIONS = Topic(
     name="ctpipe.sessions",
-    key="session_id (UTF-8)",
-    value="schemas.records.SessionRecord (JSON)",
+    key="none (records of any session; the sink does not care)",
+    value="schemas.records.SessionRecord (JSON), one object or a JSON array (records.pack)",
     partitions=4,
     dlq=DLQ.name,
     description="Sessions as assembled by sessionize, at close and at each late amendment.",
@@ -87,8 +89,8 @@ SESSIONS = Topic(
 
 CORRELATED = Topic(
     name="ctpipe.correlated",
-    key="content_telemetry_id, else event_id (UTF-8)",
-    value="schemas.records.CorrelatedRetrieval (JSON)",
+    key="none (records of any retrieval)",
+    value="schemas.records.CorrelatedRetrieval (JSON), one object or a JSON array (records.pack)",
     partitions=4,
     dlq=DLQ.name,
     description="Retrievals with their observers (agent/edge/origin/index), corroborated or not.",
@@ -96,8 +98,8 @@ CORRELATED = Topic(
 
 FUNNEL = Topic(
     name="ctpipe.funnel",
-    key="contribution_id (UTF-8)",
-    value="schemas.records.FunnelDelta (JSON)",
+    key="none (deltas of any row; each carries its own contribution_id)",
+    value="schemas.records.FunnelDelta (JSON), one object or a JSON array (records.pack)",
     partitions=4,
     dlq=DLQ.name,
     description="Aggregated funnel rows on their way to the ClickHouse sink.",
@@ -114,6 +116,15 @@ SMOKE = Topic(
 )
 
 ALL: tuple[Topic, ...] = (DLQ, RAW, EVENTS, RETRIEVALS, SESSIONS, CORRELATED, FUNNEL, SMOKE)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` on the topics whose messages pack records of many keys (EVENTS,
+    RETRIEVALS): the message's partition, so every key's records always meet on one partition.
+    CRC-32 (C, ~30x faster than Kafka's pure-Python murmur2 in aiokafka, which cost the worker
+    2.6 % of its CPU); ``processors.normalize`` is these topics' only writer, so it need not
+    match a client's default partitioner."""
+    return zlib.crc32(key) % partitions
 
 
 def by_name(name: str) -> Topic:

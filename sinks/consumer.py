@@ -8,7 +8,7 @@ can never become rows.
 
 Wire contract (exactly-once counts):
 
-* Per (topic, partition) the sink accumulates rows and closes a batch at ``batch_rows`` records
+* Per (topic, partition) the sink accumulates rows and closes a batch at ``batch_rows`` rows
   or ``batch_seconds`` after it opened. One batch = one contiguous offset range ``first..last`` =
   one INSERT with token ``topic:partition:first-last`` (``sinks.writer``), written ahead in
   ``sink_offsets``. The Kafka offset ``last + 1`` is committed synchronously only after
@@ -50,7 +50,7 @@ from confluent_kafka import (
 
 from schemas import dlq
 from sinks.clickhouse import TransientClickHouseError
-from sinks.rows import Destination, PoisonRecord, build_rows, destinations
+from sinks.rows import Destination, PoisonRecord, build_message, destinations
 from sinks.writer import Batch, BatchWriter, CrashHook, RecordedBatch
 
 log = logging.getLogger("ctpipe.sink")
@@ -308,15 +308,15 @@ class ClickHouseSink:
         batch.last_offset = offset
         batch.messages += 1
         part.next_offset = offset + 1
-        try:
-            batch.rows.extend(build_rows(part.dest, msg.value(), _kafka_time(msg)))
-        except PoisonRecord as exc:
-            self._dead_letter(msg, exc)
+        built = build_message(part.dest, msg.value(), _kafka_time(msg))
+        batch.rows.extend(built.rows)
+        for value, exc in built.poison:  # each bad record on its own; its good neighbours stay
+            self._dead_letter(msg, exc, value)
         if part.rebuild is not None:
             if offset >= part.rebuild.last_offset:
                 batch.last_offset = part.rebuild.last_offset
                 self._close(part)
-        elif batch.messages >= self.config.batch_rows:
+        elif len(batch.rows) >= self.config.batch_rows:
             self._close(part)
 
     def _close(self, part: _Partition) -> None:
@@ -337,7 +337,7 @@ class ClickHouseSink:
             ):
                 self._close(part)
 
-    def _dead_letter(self, msg: Message, exc: PoisonRecord) -> None:
+    def _dead_letter(self, msg: Message, exc: PoisonRecord, value: bytes | None = None) -> None:
         topic = msg.topic() or ""
         target = self.dlq_topics.get(topic)
         self.stats.dead_letters += 1
@@ -345,7 +345,7 @@ class ClickHouseSink:
         if target is None:
             return
         letter = dlq.make(
-            msg.value() or b"",
+            value if value is not None else (msg.value() or b""),
             reason=f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason,
             stage=STAGE,
             key=msg.key(),

@@ -1,8 +1,8 @@
 """Row shapes of ctpipe's ClickHouse tables: each table name and column list exists once here.
 
-Input: one Kafka record value (bytes) of EVENTS, SESSIONS, CORRELATED or FUNNEL (wire shapes in
-``schemas.records``). Output: one row (a list in the table's column order) for its table, built
-by a pure function. A record that cannot become a row - undecodable JSON, a shape violation, an
+Input: one Kafka message value (bytes) of EVENTS, SESSIONS, CORRELATED or FUNNEL: a record or a
+packed array of records (wire shapes in ``schemas.records``). Output: rows (lists in the table's
+column order) for its table, built by pure functions, and the records that cannot be rows. A record that cannot become a row - undecodable JSON, a shape violation, an
 unknown funnel measure, a number or time outside its column's range - raises ``PoisonRecord``
 with a reason; the sink sends it to the dead-letter topic. Range checks live here because a
 value ClickHouse refuses would otherwise fail the whole batch insert, forever.
@@ -22,16 +22,7 @@ from pydantic import ValidationError
 from schemas.canonical import CanonicalEvent
 from schemas.codec import DecodeError, dumps
 from schemas.funnel import KEY_FIELDS, MEASURE_SET, MEASURES
-from schemas.records import (
-    CorrelatedRetrieval,
-    FunnelDelta,
-    SessionRecord,
-    decode_delta,
-    decode_event,
-    decode_events_envelope,
-    decode_retrieval,
-    decode_session,
-)
+from schemas.records import CorrelatedRetrieval, FunnelDelta, SessionRecord, unpack
 from schemas.topics import CORRELATED, EVENTS, FUNNEL, SESSIONS, Topic
 
 
@@ -293,19 +284,17 @@ def contribution_row(delta: FunnelDelta) -> list[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where one topic's records go and how one becomes a row."""
+    """Where one topic's records go and how one record becomes rows."""
 
     topic: Topic  # base (un-namespaced) declaration
     table: Table
-    build: Callable[[bytes, datetime], list[list[Any]]]  # (value, Kafka timestamp) -> rows
+    build: Callable[[Any, datetime], list[list[Any]]]  # (decoded record, Kafka timestamp) -> rows
     id_column: str | None = None  # contributions: dropped when the id is already stored
 
 
-def _decoding(decode: Callable[[bytes], Any], raw: bytes) -> Any:
+def _validating(model: Callable[[Any], Any], obj: Any) -> Any:
     try:
-        return decode(raw)
-    except DecodeError as exc:
-        raise PoisonRecord("undecodable JSON", str(exc)) from exc
+        return model(obj)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "$"
@@ -314,25 +303,27 @@ def _decoding(decode: Callable[[bytes], Any], raw: bytes) -> Any:
         raise PoisonRecord("undecodable record", str(exc)) from exc
 
 
-def _build_events(raw: bytes, _ts: datetime) -> list[list[Any]]:
+def _build_events(obj: Any, _ts: datetime) -> list[list[Any]]:
     """An EVENTS envelope (schemas.records) -> one row per canonical event; a bare canonical event
-    (one ``encode_event`` per message) is accepted too."""
-    if raw.startswith(b'{"t":"d"'):  # processors.normalize writes the envelope byte-exact
-        _header, events = _decoding(decode_events_envelope, raw)
-        return [event_row(_decoding(CanonicalEvent.model_validate, e)) for e in events]
-    return [event_row(_decoding(decode_event, raw))]
+    is accepted too."""
+    if type(obj) is dict and obj.get("t") == "d":  # processors.normalize's envelope
+        events = obj.get("e") or []
+        if type(events) is not list:
+            raise PoisonRecord("invalid record", "envelope 'e' is not a list")
+        return [event_row(_validating(CanonicalEvent.model_validate, e)) for e in events]
+    return [event_row(_validating(CanonicalEvent.model_validate, obj))]
 
 
-def _build_session(raw: bytes, ts: datetime) -> list[list[Any]]:
-    return [session_row(_decoding(decode_session, raw), ts)]
+def _build_session(obj: Any, ts: datetime) -> list[list[Any]]:
+    return [session_row(_validating(SessionRecord.model_validate, obj), ts)]
 
 
-def _build_retrieval(raw: bytes, _ts: datetime) -> list[list[Any]]:
-    return [retrieval_row(_decoding(decode_retrieval, raw))]
+def _build_retrieval(obj: Any, _ts: datetime) -> list[list[Any]]:
+    return [retrieval_row(_validating(CorrelatedRetrieval.model_validate, obj))]
 
 
-def _build_contribution(raw: bytes, _ts: datetime) -> list[list[Any]]:
-    return [contribution_row(_decoding(decode_delta, raw))]
+def _build_contribution(obj: Any, _ts: datetime) -> list[list[Any]]:
+    return [contribution_row(_validating(FunnelDelta.model_validate, obj))]
 
 
 DESTINATIONS: tuple[Destination, ...] = (
@@ -348,16 +339,52 @@ def destinations(namespace: str = "") -> dict[str, Destination]:
     return {d.topic.namespaced(namespace).name: d for d in DESTINATIONS}
 
 
-def build_rows(dest: Destination, raw: bytes | None, timestamp: datetime) -> list[list[Any]]:
-    """One record -> its rows of ``dest.table``; raises ``PoisonRecord`` (never anything else)."""
-    if raw is None:
-        raise PoisonRecord("empty record", "no value (tombstone)")
+def _build_one(dest: Destination, obj: Any, timestamp: datetime) -> list[list[Any]]:
     try:
-        return dest.build(raw, timestamp)
+        return dest.build(obj, timestamp)
     except PoisonRecord:
         raise
     except Exception as exc:  # bad input never crashes the sink
         raise PoisonRecord("unbuildable record", f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(slots=True)
+class Built:
+    """What one Kafka message gave: rows, and the records that could not become rows."""
+
+    rows: list[list[Any]]
+    poison: list[tuple[bytes, PoisonRecord]]  # (the record's bytes, why)
+
+
+def build_message(dest: Destination, raw: bytes | None, timestamp: datetime) -> Built:
+    """One message (a record or a packed array, ``schemas.records.pack``) -> rows of
+    ``dest.table`` and its poison records, each on its own (a bad record never costs the good
+    ones of its message). Never raises."""
+    if raw is None:
+        return Built([], [(b"", PoisonRecord("empty record", "no value (tombstone)"))])
+    try:
+        records = unpack(raw)
+    except DecodeError as exc:
+        return Built([], [(raw, PoisonRecord("undecodable JSON", str(exc)))])
+    if not records:  # records.pack never writes an empty array
+        return Built([], [(raw, PoisonRecord("invalid record", "empty packed message"))])
+    single = len(records) == 1
+    out = Built([], [])
+    for obj in records:
+        try:
+            out.rows.extend(_build_one(dest, obj, timestamp))
+        except PoisonRecord as exc:
+            out.poison.append((raw if single else dumps(obj), exc))
+    return out
+
+
+def build_rows(dest: Destination, raw: bytes | None, timestamp: datetime) -> list[list[Any]]:
+    """One message -> its rows of ``dest.table``; raises ``PoisonRecord`` (the first) if any
+    record of it cannot become rows."""
+    built = build_message(dest, raw, timestamp)
+    if built.poison:
+        raise built.poison[0][1]
+    return built.rows
 
 
 def column_index(table: Table, column: str) -> int:

@@ -23,7 +23,7 @@ from producers.kafka import make_producer
 from schemas import dlq
 from schemas.codec import dumps
 from schemas.funnel import FunnelKey
-from schemas.records import decode_delta, decode_retrieval, decode_session
+from schemas.records import CorrelatedRetrieval, FunnelDelta, SessionRecord, unpack
 from schemas.urls import canonical_url
 from tests.infra import Infra
 
@@ -256,13 +256,15 @@ class Outputs:
                 self.by_topic[msg.topic()].append(msg)
 
     def deltas(self) -> list[Any]:
-        return [decode_delta(m.value()) for m in self.by_topic[self.topics.funnel.name]]
+        return [FunnelDelta.model_validate(r) for m in self.by_topic[self.topics.funnel.name] for r in unpack(m.value())]
 
     def sessions(self) -> list[Any]:
-        return [decode_session(m.value()) for m in self.by_topic[self.topics.sessions.name]]
+        return [SessionRecord.model_validate(r) for m in self.by_topic[self.topics.sessions.name] for r in unpack(m.value())]
 
     def retrievals(self) -> list[Any]:
-        return [decode_retrieval(m.value()) for m in self.by_topic[self.topics.correlated.name]]
+        return [
+            CorrelatedRetrieval.model_validate(r) for m in self.by_topic[self.topics.correlated.name] for r in unpack(m.value())
+        ]
 
     def letters(self) -> list[Any]:
         return [dlq.decode(m.value()) for m in self.by_topic[self.topics.dlq.name]]

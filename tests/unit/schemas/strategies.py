@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import strategies as st
@@ -209,7 +210,9 @@ _FIELD_NAMES = st.sampled_from(
 
 @st.composite
 def mutated(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
-    """A valid document with 1-3 random edits: replace a value, delete a key, add a key."""
+    """A valid document with 1-3 random edits: replace a value, delete a key, add a key.
+
+    NASTY samples shared objects: every drawn value is copied, or an edit can make a cycle."""
     doc = draw(base)
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(doc)
@@ -217,7 +220,7 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]]) -> dict[st
         action = draw(st.sampled_from(["replace", "delete", "add"]))
         if not path:
             if isinstance(doc, dict):
-                doc[draw(_FIELD_NAMES)] = draw(NASTY)
+                doc[draw(_FIELD_NAMES)] = copy.deepcopy(draw(NASTY))
             continue
         parent: Any = doc
         for key in path[:-1]:
@@ -226,7 +229,7 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]]) -> dict[st
         if action == "delete" and isinstance(parent, dict):
             del parent[last]
         elif action == "add" and isinstance(parent[last], dict):
-            parent[last][draw(_FIELD_NAMES)] = draw(NASTY)
+            parent[last][draw(_FIELD_NAMES)] = copy.deepcopy(draw(NASTY))
         else:
-            parent[last] = draw(NASTY)
+            parent[last] = copy.deepcopy(draw(NASTY))
     return doc
