@@ -266,6 +266,9 @@ def ingest_logs(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print documents instead of publishing.")
     ] = False,
+    batch_events: Annotated[
+        int, typer.Option(help="Events per CT event_batch document (1: one event document each).")
+    ] = 500,
 ) -> None:
     """Ingest CDN/origin access logs: AI-bot retrievals -> CT 0.1 events on the raw topic."""
     from ctpipe.ingest_logs import run
@@ -283,6 +286,7 @@ def ingest_logs(
             idle_exit=idle_exit,
             from_start=from_start,
             dry_run=dry_run,
+            batch_events=batch_events,
         )
     )
 

@@ -47,7 +47,13 @@ from schemas import dlq
 from schemas.canonical import CanonicalEvent, EventType
 from schemas.codec import dumps
 from schemas.normalize import ingest
-from schemas.records import EVENTS_SESSIONLESS_PREFIX, decode_events_envelope, encode_event, encode_header, pack
+from schemas.records import (
+    EVENTS_SESSIONLESS_PREFIX,
+    decode_events_envelope,
+    encode_event,
+    encode_header,
+    pack,
+)
 from schemas.topics import partition_for
 
 STAGE = "normalize"
@@ -66,6 +72,7 @@ SESSIONLESS_PACKED_PREFIX = b"[" + EVENTS_SESSIONLESS_PREFIX
 def sessionless(value: bytes) -> bool:
     """True for an EVENTS message of session-less envelopes only (single or packed)."""
     return value.startswith(SESSIONLESS_PREFIX) or value.startswith(SESSIONLESS_PACKED_PREFIX)
+
 
 Message = tuple[bytes, bytes]  # (key, value)
 

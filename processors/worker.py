@@ -97,7 +97,14 @@ def build_worker(
 ) -> faust.App:
     """A Faust app with every agent of the pipeline, on ``namespace``'s topics."""
     topics = WorkerTopics.for_namespace(namespace)
-    app = create_app(app_id, bootstrap, datadir, store=config.store, table_standby_replicas=0, processing_guarantee="at_least_once")
+    app = create_app(
+        app_id,
+        bootstrap,
+        datadir,
+        store=config.store,
+        table_standby_replicas=0,
+        processing_guarantee="at_least_once",
+    )
     parts = WorkerParts(
         topics=topics,
         config=config,

@@ -38,6 +38,7 @@ HEADER_SOURCE = "ctpipe-source"
 #: retried ``/session/bulk`` upload maps to the same session and the same event ids.
 OA_BULK_NAMESPACE = uuid.UUID("2b0f7d5e-4c1a-5e8b-9a3f-6d2c8e1b7a40")
 
+
 class PublishError(RuntimeError):
     """The document was not published (base class)."""
 

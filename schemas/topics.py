@@ -7,9 +7,8 @@ these declarations; no other module spells a topic name.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-
 import zlib
+from dataclasses import dataclass
 
 DAY_MS = 24 * 60 * 60 * 1000
 

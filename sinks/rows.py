@@ -2,9 +2,10 @@
 
 Input: one Kafka message value (bytes) of EVENTS, SESSIONS, CORRELATED or FUNNEL: a record or a
 packed array of records (wire shapes in ``schemas.records``). Output: rows (lists in the table's
-column order) for its table, built by pure functions, and the records that cannot be rows. A record that cannot become a row - undecodable JSON, a shape violation, an
-unknown funnel measure, a number or time outside its column's range - raises ``PoisonRecord``
-with a reason; the sink sends it to the dead-letter topic. Range checks live here because a
+column order) for its table, built by pure functions, and the records that cannot be rows. A
+record that cannot become a row - undecodable JSON, a shape violation, an unknown funnel
+measure, a number or time outside its column's range - is a ``PoisonRecord`` with a reason; the
+sink sends that record alone to the dead-letter topic. Range checks live here because a
 value ClickHouse refuses would otherwise fail the whole batch insert, forever.
 
 The DDL in ``sinks/ddl/*.sql`` declares the same columns (an integration test compares them).

@@ -88,46 +88,48 @@ def group_lag(bootstrap: str, group: str, topics: Iterable[str], timeout: float 
     """Messages of ``topics`` the consumer group has not committed yet (0 = caught up).
 
     A partition the group never committed counts with its whole backlog (from the low watermark).
+    The committed offsets are read by a consumer *of that group* that never subscribes (so it
+    never joins or disturbs the group), not by the AdminClient: librdkafka's admin OffsetFetch
+    can crash the process when the coordinator answers NOT_COORDINATOR (it signals a consumer
+    group the AdminClient does not have: librdkafka #5040, confluent-kafka-python #1982).
     """
-    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     admin = _admin(bootstrap)
     names = list(topics)
-    committed: dict[tuple[str, int], int] = {}
-    deadline = time.monotonic() + timeout
-    while True:
-        future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-        try:
-            for tp in future.result(timeout=timeout).topic_partitions or []:
-                committed[(tp.topic, tp.partition)] = tp.offset
-            break
-        except KafkaException as exc:
-            err = exc.args[0]
-            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
-                break
-            # e.g. COORDINATOR_LOAD_IN_PROGRESS right after a broker or group (re)start
-            transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in _COORDINATOR_BUSY)
-            if transient and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            raise
     metadata = admin.list_topics(timeout=timeout)
-    probe = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{group}-lag-probe", "enable.auto.commit": False}
-    )
+    tps = [
+        TopicPartition(name, partition)
+        for name in names
+        if (topic := metadata.topics.get(name)) is not None
+        for partition in topic.partitions
+    ]
+    if not tps:
+        return 0
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                committed = reader.committed(tps, timeout=timeout)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                # e.g. COORDINATOR_LOAD_IN_PROGRESS right after a broker or group (re)start
+                transient = isinstance(err, KafkaError) and (
+                    err.retriable() or err.code() in _COORDINATOR_BUSY
+                )
+                if transient and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise
         lag = 0
-        for name in names:
-            topic = metadata.topics.get(name)
-            if topic is None:
-                continue
-            for partition in topic.partitions:
-                low, high = probe.get_watermark_offsets(TopicPartition(name, partition), timeout=timeout)
-                done = committed.get((name, partition), -1)
-                lag += max(0, high - (done if done >= 0 else low))
+        for tp in committed:
+            low, high = reader.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout)
+            lag += max(0, high - (tp.offset if tp.offset >= 0 else low))
         return lag
     finally:
-        probe.close()
+        reader.close()
 
 
 def message_count(bootstrap: str, name: str, timeout: float = 10.0) -> int:

@@ -113,7 +113,9 @@ def test_ingest_publishes_exactly_the_ai_retrievals_and_reingest_adds_nothing(
     expected = _expected_ids(lines)
     assert len(expected) == ai == 80
 
-    stats = ingest([str(path)], settings=settings, fmt="auto", site_host=SITE, emitter=EMITTER)
+    stats = ingest(
+        [str(path)], settings=settings, fmt="auto", site_host=SITE, emitter=EMITTER, batch_events=1
+    )
     assert (stats.lines, stats.published) == (200, 80)
     assert stats.skips == {"malformed": 20, "wrong_format": 20, "static_asset": 40, "not_ai_bot": 40}
 
@@ -131,18 +133,65 @@ def test_ingest_publishes_exactly_the_ai_retrievals_and_reingest_adds_nothing(
     assert {d["event"]["source_role"] for d in docs} == {"edge", "origin"}
 
     # a plain re-run resumes at the checkpoint: nothing new
-    again = ingest([str(path)], settings=settings, fmt="auto", site_host=SITE, emitter=EMITTER)
+    again = ingest(
+        [str(path)], settings=settings, fmt="auto", site_host=SITE, emitter=EMITTER, batch_events=1
+    )
     assert (again.lines, again.published) == (0, 0)
     assert len(_consume(infra.bootstrap, topic)) == 80
 
     # --from-start re-publishes the same documents with identical event ids (downstream dedupes)
-    assert (
-        run([str(path)], settings=settings, fmt="auto", site_host=SITE, emitter=EMITTER, from_start=True) == 0
+    code = run(
+        [str(path)],
+        settings=settings,
+        fmt="auto",
+        site_host=SITE,
+        emitter=EMITTER,
+        from_start=True,
+        batch_events=1,
     )
+    assert code == 0
     both = _consume(infra.bootstrap, topic)
     assert len(both) == 160
     second = [orjson.loads(v)["event"]["id"] for _, v, _ in both]
     assert sorted(second) == sorted([*expected, *expected])
+
+
+def _event_ids(messages: list[tuple[bytes, bytes, dict[str, bytes]]]) -> list[str]:
+    """Event ids of standalone and batch documents alike."""
+    ids: list[str] = []
+    for _key, value, _headers in messages:
+        doc = orjson.loads(value)
+        ids.extend(e["id"] for e in (doc["events"] if "events" in doc else [doc["event"]]))
+    return ids
+
+
+def test_default_publishing_batches_events_into_ct_event_batch_documents(
+    infra: Infra, unique: str, tmp_path: Path
+) -> None:
+    settings = _settings(infra, unique, tmp_path)
+    topic = RAW.namespaced(unique).name
+    lines, ai = _lines(400, seed=7)
+    path = tmp_path / "mixed.log"
+    path.write_text("\n".join(lines) + "\n")
+    expected = _expected_ids(lines)
+    assert len(expected) == ai > 100
+
+    stats = ingest(
+        [str(path)], settings=settings, fmt="auto", site_host=SITE, emitter=EMITTER, batch_events=64
+    )
+    assert stats.published == ai
+    messages = _consume(infra.bootstrap, topic)
+    assert len(messages) == -(-ai // 64)  # ceil: full batches of 64, then the rest
+    for _key, value, headers in messages:
+        doc = orjson.loads(value)
+        assert doc["document_type"] == "event_batch" and 1 <= len(doc["events"]) <= 64
+        assert not ({"session_id", "ctx_token", "agent_id"} & doc.keys())  # no session context
+        assert headers == {"ctpipe-emitter": EMITTER.encode()}
+        result = normalize(value, emitter=EMITTER)
+        assert result.accepted and len(result.events) == len(doc["events"])
+        assert all(ev.session_id is None and ev.source_role in ("edge", "origin") for ev in result.events)
+    ids = _event_ids(messages)
+    assert len(ids) == len(set(ids)) and set(ids) == expected
 
 
 def test_follow_resumes_from_the_checkpoint_and_survives_rotation(
@@ -166,7 +215,7 @@ def test_follow_resumes_from_the_checkpoint_and_survives_rotation(
     partial = b[0]
     path.write_text("\n".join(a) + "\n" + partial[:20])
     assert follow(0.3) == len(_expected_ids(a))
-    assert len(_consume(infra.bootstrap, topic)) == len(_expected_ids(a))
+    assert len(_event_ids(_consume(infra.bootstrap, topic))) == len(_expected_ids(a))
 
     # run 2 (a restart): only what was appended since, starting with the completed line
     with path.open("a") as fh:
@@ -187,7 +236,7 @@ def test_follow_resumes_from_the_checkpoint_and_survives_rotation(
     assert not worker.is_alive()
     assert published == [len(_expected_ids(c)) + len(_expected_ids(d))]
 
-    ids = [orjson.loads(v)["event"]["id"] for _, v, _ in _consume(infra.bootstrap, topic)]
+    ids = _event_ids(_consume(infra.bootstrap, topic))
     expected = _expected_ids(a) | _expected_ids(b) | _expected_ids(c) | _expected_ids(d)
     assert len(ids) == len(set(ids)) == len(expected)  # every line exactly once across restarts
     assert set(ids) == expected

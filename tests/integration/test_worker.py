@@ -256,14 +256,24 @@ class Outputs:
                 self.by_topic[msg.topic()].append(msg)
 
     def deltas(self) -> list[Any]:
-        return [FunnelDelta.model_validate(r) for m in self.by_topic[self.topics.funnel.name] for r in unpack(m.value())]
+        return [
+            FunnelDelta.model_validate(r)
+            for m in self.by_topic[self.topics.funnel.name]
+            for r in unpack(m.value())
+        ]
 
     def sessions(self) -> list[Any]:
-        return [SessionRecord.model_validate(r) for m in self.by_topic[self.topics.sessions.name] for r in unpack(m.value())]
+        return [
+            SessionRecord.model_validate(r)
+            for m in self.by_topic[self.topics.sessions.name]
+            for r in unpack(m.value())
+        ]
 
     def retrievals(self) -> list[Any]:
         return [
-            CorrelatedRetrieval.model_validate(r) for m in self.by_topic[self.topics.correlated.name] for r in unpack(m.value())
+            CorrelatedRetrieval.model_validate(r)
+            for m in self.by_topic[self.topics.correlated.name]
+            for r in unpack(m.value())
         ]
 
     def letters(self) -> list[Any]:

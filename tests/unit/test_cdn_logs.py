@@ -23,6 +23,7 @@ from producers.cdn_logs import (
     EdgeObservation,
     Retrieval,
     Skip,
+    batch_documents,
     cache_status,
     classify,
     detect_format,
@@ -212,6 +213,27 @@ def test_cloudflare_document_has_the_ct_6_2_enrichment_and_no_ip() -> None:
     assert r.key == CTID and not r.ctid_dropped
     assert str(uuid.UUID(ev["id"])) == ev["id"] and uuid.UUID(ev["id"]).version == 5
     accepted(doc)
+
+
+def test_batch_documents_are_valid_ct_event_batches_of_the_same_events() -> None:
+    rs = []
+    for i in range(7):
+        line = CF_LINE.replace(b"best-wireless-headphones", f"page-{i}".encode())
+        r = process_line("cloudflare", line, emitter="cdn:cloudflare:www.wirecutter.com")
+        assert isinstance(r, Retrieval)
+        rs.append(r)
+    assert batch_documents(rs, 1) == [(r.key, r.document) for r in rs]
+    batches = batch_documents(rs, 3)
+    assert [len(d["events"]) for _, d in batches] == [3, 3, 1]
+    assert [e for _, d in batches for e in d["events"]] == [r.document["event"] for r in rs]
+    for key, doc in batches:
+        assert key is None and doc["document_type"] == "event_batch" and doc["schema_version"] == "0.1"
+        result = ingest(orjson.dumps(doc), emitter="cdn:cloudflare:www.wirecutter.com")
+        assert result.accepted, result.errors
+        assert [e.event_id for e in result.events] == [e["id"] for e in doc["events"]]
+        assert all(e.session_id is None and e.content_telemetry_id == CTID for e in result.events)
+    with pytest.raises(ValueError):
+        batch_documents(rs, 0)
 
 
 def test_event_ids_are_stable_per_line_and_distinct_otherwise() -> None:
@@ -531,8 +553,11 @@ def test_dry_run_prints_documents_and_counts_skips(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0
     docs = [orjson.loads(line) for line in out.getvalue().splitlines()]
-    assert len(docs) == 4 and all(ingest(orjson.dumps(d), emitter="x").accepted for d in docs)
-    assert len({d["event"]["id"] for d in docs}) == 2  # same lines in both files: same ids
+    # one CT event_batch per file (each file is one chunk), 2 retrievals each
+    assert [d["document_type"] for d in docs] == ["event_batch", "event_batch"]
+    assert all(ingest(orjson.dumps(d), emitter="x").accepted for d in docs)
+    events = [e for d in docs for e in d["events"]]
+    assert len(events) == 4 and len({e["id"] for e in events}) == 2  # same lines in both files: same ids
     report = err.getvalue()
     assert "wrong_format" in report and "not_ai_bot" in report and "static_asset" in report
     assert not (tmp_path / "data" / "checkpoints").exists()  # dry runs leave checkpoints alone
