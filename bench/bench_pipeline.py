@@ -385,6 +385,8 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         if a.peak_config == "demo"
         else {}  # production defaults (WorkerConfig): end_grace 2 s, correlation window 600 s, tick 1 s
     )
+    if a.batch_size:
+        worker_cfg = {**worker_cfg, "batch_size": a.batch_size}
     load_before = uptime()
     self_cpu0 = self_cpu()
     broker_cpu0 = proc_cpu(ctx["broker_pid"]) if ctx.get("broker_pid") else None
@@ -969,6 +971,7 @@ def main() -> None:
         help="peak worker config: production defaults, or ctpipe demo's short windows",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--batch-size", type=int, default=0, help="peak: worker take_events batch (default: WorkerConfig)")
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--fresh-rate", type=float, default=0.0, help="canonical events/s (default: peak / 2)")
     ap.add_argument("--fresh-sink-batch", type=float, default=0.25)

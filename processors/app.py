@@ -36,6 +36,9 @@ def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> 
         "topic_allow_declare": True,
         "broker_commit_every": 1000,
         "broker_commit_interval": 1.0,
+        # A crashed worker's partitions move to its successor after this (Faust's default 60 s);
+        # heartbeats run on the consumer's own thread, so busy agents do not miss them.
+        "broker_session_timeout": 20.0,
         "producer_acks": -1,
         # Packed outputs (schemas.records.pack) are up to 512 KiB: let a produce batch hold them
         # (default 16 KiB); gather a few ms of records per produce request (one syscall and one

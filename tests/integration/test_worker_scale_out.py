@@ -1,0 +1,270 @@
+"""Two workers in one consumer group: scale out, hand over on a clean stop, rebalance back; exact funnel.
+
+``ctpipe worker`` keeps its sessionize/correlate state in changelog-backed Faust tables (rocksdb
+store on the worker's own disk, no standby replicas), co-partitioned with RAW/EVENTS/RETRIEVALS
+(4 partitions each). A worker that takes over a partition must rebuild its state from the
+changelog, and the close timers must follow the assignment (``StateStage._rescan``).
+
+1. Simulated workload (generator) published to RAW; its ground truth from the simulator.
+2. Workers A and B start together: same namespace, so the same app id and consumer group, each
+   with its own ``CTPIPE_DATA_DIR`` (B's tables are not on A's disk). Both must own RAW
+   partitions (aiokafka's "Setting newly assigned partitions" line, INFO) and be ready.
+3. B is stopped cleanly (SIGTERM) while RAW is not fully committed: A takes every partition and
+   recovers B's table partitions from the changelogs.
+4. B is started again on its old data directory (its rocksdb is now stale: A changed those keys
+   since): the group rebalances back and B must own partitions again.
+5. Both run until inputs are committed, drain-after-idle has passed and outputs stopped growing;
+   SIGTERM both. ``ctpipe sink --until-caught-up`` writes ClickHouse; a reader subprocess
+   returns the funnel: every row equals the truth, no dead letters, no contribution stored twice.
+
+Process model and the committed-offset probe (ONE consumer of the worker group, never the admin
+offset API) are those of ``test_worker_crash`` (see its docstring), whose helpers are reused.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from ctpipe.demo import expected_rows, publish_workload
+from ctpipe.settings import Settings
+from deploy.kafka.topics import ensure_topics, message_count
+from producers.generator import GeneratorConfig, generate
+from schemas.funnel import KEY_FIELDS
+from schemas.topics import ALL, RAW
+from tests.infra import Infra
+from tests.integration.test_worker_crash import (
+    DRAIN_AFTER_IDLE,
+    READER,
+    READY,
+    REPO,
+    TICK,
+    Probe,
+    Worker,
+    _env,
+)
+
+pytestmark = pytest.mark.integration
+
+SEED, SESSIONS = 23, 40
+ALL_PARTITIONS = frozenset(range(RAW.partitions))  # co-partitioned: EVENTS, RETRIEVALS, changelogs
+ASSIGNED = re.compile(r"Setting newly assigned partitions (.*) for group")
+RESTORING = "Restoring state from changelog topics"
+STATS = re.compile(r"ctpipe worker: stopping; (\{.*\})")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One assignment a worker was given (aiokafka INFO line) and what its log says after it."""
+
+    raw: frozenset[int]  # RAW partitions (co-partitioned with EVENTS, RETRIEVALS, changelogs)
+    restored: bool  # read table changelogs ("Restoring state from changelog topics")
+    ready: bool  # recovered and resumed ("Worker ready") before any later assignment
+
+
+def phases(worker: Worker, raw_topic: str) -> list[Phase]:
+    """Every assignment of this worker, in order."""
+    tp = re.compile(rf"TopicPartition\(topic='{re.escape(raw_topic)}', partition=(\d+)\)")
+    text = worker.log.read_text(errors="replace")
+    found = list(ASSIGNED.finditer(text))
+    out = []
+    for i, m in enumerate(found):
+        after = text[m.end() : found[i + 1].start() if i + 1 < len(found) else len(text)]
+        out.append(
+            Phase(frozenset(int(p) for p in tp.findall(m.group(1))), RESTORING in after, READY in after)
+        )
+    return out
+
+
+def current(worker: Worker, raw_topic: str) -> frozenset[int] | None:
+    """RAW partitions of the worker's latest assignment once it is ready on it, else None."""
+    history = phases(worker, raw_topic)
+    return history[-1].raw if history and history[-1].ready else None
+
+
+def until(workers: list[Worker], what: str, check: Callable[[], Any], *, timeout: float, every: float) -> Any:
+    """Poll ``check()`` until truthy; fail if a worker exits or time's up (with their log tails)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for w in workers:
+            assert w.proc.poll() is None, f"{w.log.name} exited ({w.proc.returncode}):\n{w.tail()}"
+        result = check()
+        if result:
+            return result
+        tails = "\n".join(f"--- {w.log.name}:\n{w.tail()}" for w in workers)
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{tails}"
+        time.sleep(every)
+
+
+def stop(worker: Worker) -> dict[str, Any]:
+    """SIGTERM (clean stop: commit and flush); the stage counters it logs on the way out."""
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(40) == 0, worker.tail()
+    match = STATS.search(worker.log.read_text(errors="replace"))
+    assert match, worker.tail()
+    stats: dict[str, Any] = ast.literal_eval(match.group(1))
+    return stats
+
+
+def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funnel(
+    infra: Infra, unique: str, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    workload = tmp_path / "workload"
+    generate(GeneratorConfig(seed=SEED, sessions=SESSIONS), out=workload)
+    truth = expected_rows(workload)
+    assert truth is not None and len(truth) > 500
+
+    topics = {t.name.rsplit(".", 1)[-1]: t.namespaced(unique).name for t in ALL}
+    ensure_topics(infra.bootstrap, [t.namespaced(unique) for t in ALL])
+    publisher = Settings(  # type: ignore[call-arg]
+        _env_file=None, kafka_bootstrap=infra.bootstrap, topic_namespace=unique, data_dir=tmp_path / "pub"
+    )
+    documents, log_events = publish_workload(publisher, workload, topics["raw"])
+
+    clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=scale"
+    env_a = _env(infra, unique, tmp_path / "data-a", clickhouse_url)
+    env_b = _env(infra, unique, tmp_path / "data-b", clickhouse_url)
+    raw_topic, funnel = topics["raw"], topics["funnel"]
+    inputs = [topics["raw"], topics["events"], topics["retrievals"]]
+    outputs = [topics[n] for n in ("funnel", "sessions", "correlated", "dlq")]
+    probe = Probe(infra.bootstrap, f"ctpipe-{unique}-worker")
+    workers: list[Worker] = []
+
+    def clock() -> str:
+        return f"{time.monotonic() - started:.1f}s"
+
+    notes: list[str] = []
+    try:
+        total = probe.count(raw_topic)
+        assert documents < total < documents + log_events
+
+        # -- A and B together: both must own RAW partitions ----------------------------------------
+        notes.append(f"workers start at {clock()}")
+        a = Worker(env_a, tmp_path / "worker-a.log")
+        b = Worker(env_b, tmp_path / "worker-b.log")
+        workers += [a, b]
+
+        def split() -> tuple[frozenset[int], frozenset[int]] | None:
+            mine_a, mine_b = current(a, raw_topic), current(b, raw_topic)
+            if mine_a and mine_b and not mine_a & mine_b and mine_a | mine_b == ALL_PARTITIONS:
+                return mine_a, mine_b
+            return None
+
+        parts_a, parts_b = until([a, b], "A and B to share RAW", split, timeout=60, every=0.1)
+        notes.append(
+            f"split A{sorted(parts_a)} B{sorted(parts_b)} at {clock()}, input lag {probe.lag(inputs)}"
+        )
+
+        # -- B stops cleanly mid-stream: A takes over and recovers B's tables --------------------
+        def b_sessionized() -> int:  # EVENTS offsets B committed on its partitions (sessionize)
+            tps = [TopicPartition(topics["events"], p) for p in sorted(parts_b)]
+            return sum(max(tp.offset, 0) for tp in probe.consumer.committed(tps, timeout=10))
+
+        until([a, b], "B to commit sessionized EVENTS", b_sessionized, timeout=60, every=0.05)
+        lag_at_stop = probe.lag(inputs)
+        stats_b1 = stop(b)
+        notes.append(f"B stopped at {clock()}, input lag {lag_at_stop}; B stats {stats_b1}")
+        sessions_b1 = stats_b1["sessionize"]
+        assert sessions_b1["events"] > 0, stats_b1
+        # Each close of this (fresh) incarnation counted once, each state tracked: open ones remain.
+        assert sessions_b1["tracked"] > sessions_b1["closed"], f"B held no open session: {stats_b1}"
+
+        seen_a = len(phases(a, raw_topic))
+
+        def took_over() -> Phase | None:
+            later = phases(a, raw_topic)[seen_a:]
+            return next((ph for ph in later if ph.raw == ALL_PARTITIONS and ph.ready), None)
+
+        handover = until([a], "A to take over every partition", took_over, timeout=60, every=0.05)
+        notes.append(f"A took all at {clock()} (restored {handover.restored}) input lag {probe.lag(inputs)}")
+        assert handover.restored, "A did not read B's table changelogs when it took B's partitions"
+
+        # -- B again, on its (now stale) data dir: the group rebalances back -----------------------
+        b2 = Worker(env_b, tmp_path / "worker-b2.log")
+        workers.append(b2)
+
+        def rebalanced() -> frozenset[int] | None:
+            mine_a, mine_b2 = current(a, raw_topic), current(b2, raw_topic)
+            if mine_a and mine_b2 and not mine_a & mine_b2 and mine_a | mine_b2 == ALL_PARTITIONS:
+                return mine_b2
+            return None
+
+        parts_b2 = until([a, b2], "A and B to share RAW again", rebalanced, timeout=60, every=0.1)
+        notes.append(f"B2 owns {sorted(parts_b2)} at {clock()} input lag {probe.lag(inputs)}")
+
+        # -- both run to the end -------------------------------------------------------------------
+        live = [a, b2]
+        seen: dict[str, Any] = {"ready": None, "ready_at": 0.0, "idle_since": None, "counts": None}
+
+        def finished() -> bool:
+            now = time.monotonic()
+            ready = tuple(w.log.read_text(errors="replace").count(READY) for w in live)
+            if ready != seen["ready"]:  # (re)assigned and recovered
+                seen["ready"], seen["ready_at"] = ready, now
+            if any(current(w, raw_topic) is None for w in live) or probe.lag(inputs) != 0:
+                seen["idle_since"] = None
+                return False
+            seen["idle_since"] = seen["idle_since"] or now
+            counts = tuple(map(probe.count, outputs))
+            if counts != seen["counts"]:
+                seen["counts"], seen["stable_since"] = counts, now
+            quiet_since = max(seen["ready_at"], seen["idle_since"])
+            return now - quiet_since > DRAIN_AFTER_IDLE + 2 * TICK and now - seen["stable_since"] > 2 * TICK
+
+        until(live, "A and B to finish", finished, timeout=60, every=0.5)
+        notes.append(f"finished at {clock()}")
+        stats_b2, stats_a = stop(b2), stop(a)
+        notes.append(f"B2 stats {stats_b2}; A stats {stats_a}")
+        funnel_final = probe.count(funnel)
+    finally:
+        for w in workers:
+            w.stop()
+        probe.close()
+    dead_letters = message_count(infra.bootstrap, topics["dlq"])
+
+    # -- sink, then the reader: each its own process, one after the other ---------------------------
+    sink_cmd = [sys.executable, "-m", "ctpipe.cli", "sink", "--until-caught-up", "--timeout", "60"]
+    sink = subprocess.run(
+        [*sink_cmd, "--group", f"{unique}-sink", "--batch-seconds", "0.2"],
+        env={**env_a, "CTPIPE_LOG_LEVEL": "WARNING"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sink.returncode == 0, sink.stdout + sink.stderr[-3000:]
+    reader = subprocess.run(
+        [sys.executable, "-c", READER, clickhouse_url], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert reader.returncode == 0, reader.stderr[-3000:]
+    result: dict[str, Any] = json.loads(reader.stdout.strip().splitlines()[-1])
+    stored = {tuple(k): v for k, v in result["rows"]}
+
+    context = f"raw {total}; funnel messages {funnel_final}; " + "; ".join(notes)
+    mismatches = [
+        f"{dict(zip(KEY_FIELDS, key, strict=True))}: stored {stored.get(key)} expected {truth.get(key)}"
+        for key in sorted(set(stored) | set(truth))
+        if stored.get(key) != truth.get(key)
+    ]
+    assert not mismatches, f"{len(mismatches)} of {len(truth)} rows differ ({context}):\n" + "\n".join(
+        mismatches[:20]
+    )
+    assert stored == truth
+    assert dead_letters == 0, context
+    assert result["contributions"] == result["contribution_ids"], context  # none stored twice
+    assert result["event_ids"] > 1000
+    print(f"worker scale-out: {context}; {time.monotonic() - started:.1f} s")
+    assert time.monotonic() - started < 120, context
