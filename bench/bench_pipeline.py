@@ -971,7 +971,7 @@ def main() -> None:
         help="peak worker config: production defaults, or ctpipe demo's short windows",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--batch-size", type=int, default=0, help="peak: worker take_events batch (default: WorkerConfig)")
+    ap.add_argument("--batch-size", type=int, default=0, help="peak: worker take_events batch (0: default)")
     ap.add_argument("--fresh-seconds", type=float, default=60.0)
     ap.add_argument("--fresh-rate", type=float, default=0.0, help="canonical events/s (default: peak / 2)")
     ap.add_argument("--fresh-sink-batch", type=float, default=0.25)

@@ -102,7 +102,8 @@ def retrieval_id(cti: str | None, group: Sequence[Obs]) -> str:
 def correlated_record(cti: str | None, status: str, group: Sequence[Obs]) -> CorrelatedRetrieval:
     agents = [o for o in group if o.source_role == "agent"]
     ordered = sorted(group, key=lambda o: (o.ts, o.id))
-    return CorrelatedRetrieval(
+    # model_construct: built from validated observations (no second validation pass, ~4 % of CPU)
+    return CorrelatedRetrieval.model_construct(
         retrieval_id=retrieval_id(cti, group),
         content_telemetry_id=cti,
         canonical_url=next((o.canonical_url for o in ordered if o.canonical_url), None),
@@ -115,7 +116,7 @@ def correlated_record(cti: str | None, status: str, group: Sequence[Obs]) -> Cor
         first_seen=aggregate.from_us(ordered[0].ts),
         last_seen=aggregate.from_us(ordered[-1].ts),
         observations=tuple(
-            Observation(
+            Observation.model_construct(
                 event_id=o.id,
                 source_role=o.source_role,
                 emitter=o.emitter,

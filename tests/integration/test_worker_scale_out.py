@@ -46,7 +46,6 @@ from schemas.funnel import KEY_FIELDS
 from schemas.topics import ALL, RAW
 from tests.infra import Infra
 from tests.integration.test_worker_crash import (
-    DRAIN_AFTER_IDLE,
     READER,
     READY,
     REPO,
@@ -61,8 +60,28 @@ pytestmark = pytest.mark.integration
 SEED, SESSIONS = 23, 40
 ALL_PARTITIONS = frozenset(range(RAW.partitions))  # co-partitioned: EVENTS, RETRIEVALS, changelogs
 ASSIGNED = re.compile(r"Setting newly assigned partitions (.*) for group")
+#: Sessions/groups stay open this long after their last input (wall clock) and the worker drains
+#: after this long idle: long enough that B, back after the handover, still finds open state on
+#: the partitions it gets and must close it (test_worker_crash uses 3 s / 5 s).
+HOLD = 12.0
 RESTORING = "Restoring state from changelog topics"
 STATS = re.compile(r"ctpipe worker: stopping; (\{.*\})")
+
+
+class ScaleWorker(Worker):
+    """``Worker`` of test_worker_crash with drain-after-idle ``HOLD``."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        cmd = [sys.executable, "-m", "ctpipe.cli", "worker", "--drain-after-idle", str(HOLD)]
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def worker_env(infra: Infra, namespace: str, data_dir: Path, clickhouse_url: str) -> dict[str, str]:
+    env = _env(infra, namespace, data_dir, clickhouse_url)
+    hold = str(HOLD)
+    return {**env, "CTPIPE_WORKER_INACTIVITY_TIMEOUT": hold, "CTPIPE_WORKER_CORRELATION_WINDOW": hold}
 
 
 @dataclass(frozen=True)
@@ -135,8 +154,8 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
     documents, log_events = publish_workload(publisher, workload, topics["raw"])
 
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=scale"
-    env_a = _env(infra, unique, tmp_path / "data-a", clickhouse_url)
-    env_b = _env(infra, unique, tmp_path / "data-b", clickhouse_url)
+    env_a = worker_env(infra, unique, tmp_path / "data-a", clickhouse_url)
+    env_b = worker_env(infra, unique, tmp_path / "data-b", clickhouse_url)
     raw_topic, funnel = topics["raw"], topics["funnel"]
     inputs = [topics["raw"], topics["events"], topics["retrievals"]]
     outputs = [topics[n] for n in ("funnel", "sessions", "correlated", "dlq")]
@@ -153,8 +172,8 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
 
         # -- A and B together: both must own RAW partitions ----------------------------------------
         notes.append(f"workers start at {clock()}")
-        a = Worker(env_a, tmp_path / "worker-a.log")
-        b = Worker(env_b, tmp_path / "worker-b.log")
+        a = ScaleWorker(env_a, tmp_path / "worker-a.log")
+        b = ScaleWorker(env_b, tmp_path / "worker-b.log")
         workers += [a, b]
 
         def split() -> tuple[frozenset[int], frozenset[int]] | None:
@@ -193,7 +212,7 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
         assert handover.restored, "A did not read B's table changelogs when it took B's partitions"
 
         # -- B again, on its (now stale) data dir: the group rebalances back -----------------------
-        b2 = Worker(env_b, tmp_path / "worker-b2.log")
+        b2 = ScaleWorker(env_b, tmp_path / "worker-b2.log")
         workers.append(b2)
 
         def rebalanced() -> frozenset[int] | None:
@@ -222,12 +241,15 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
             if counts != seen["counts"]:
                 seen["counts"], seen["stable_since"] = counts, now
             quiet_since = max(seen["ready_at"], seen["idle_since"])
-            return now - quiet_since > DRAIN_AFTER_IDLE + 2 * TICK and now - seen["stable_since"] > 2 * TICK
+            return now - quiet_since > HOLD + 2 * TICK and now - seen["stable_since"] > 2 * TICK
 
         until(live, "A and B to finish", finished, timeout=60, every=0.5)
         notes.append(f"finished at {clock()}")
         stats_b2, stats_a = stop(b2), stop(a)
         notes.append(f"B2 stats {stats_b2}; A stats {stats_a}")
+        # B, back on a stale store, closed state it recovered (the sessions/groups open on its
+        # partitions when it rejoined).
+        assert stats_b2["sessionize"]["closed"] + stats_b2["correlate"]["groups_closed"] > 0, notes
         funnel_final = probe.count(funnel)
     finally:
         for w in workers:

@@ -1,0 +1,91 @@
+"""The wire records between stages: fast encoder parity, packing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.codec import dumps
+from schemas.funnel import FunnelCounts, FunnelKey
+from schemas.records import (
+    CorrelatedRetrieval,
+    FunnelDelta,
+    Observation,
+    SessionRecord,
+    encode,
+    pack,
+    unpack,
+)
+
+T1 = datetime(2026, 1, 15, 8, 30, 13, 443000, tzinfo=UTC)
+T2 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+
+
+def _pydantic(record: object) -> bytes:
+    return dumps(record.model_dump(mode="json"))  # type: ignore[attr-defined]
+
+
+def _records() -> list[object]:
+    key = FunnelKey(T2, "example.com", "https://example.com/a", "agent-1", "https://a.example/m", "agent")
+    delta = FunnelDelta.build(
+        key,
+        FunnelCounts({"cited": 2, "cited_other": 2, "retrieved": -1}, {"USD": -1250}),
+        scope="session:s:r1",
+    )
+    obs = Observation.model_construct(
+        event_id="e1", source_role="edge", emitter="cdn:x", timestamp=T1, content_url="https://example.com/a?x=1",
+        canonical_url="https://example.com/a", content_id=None, session_id=None, agent_id=None,
+    )  # fmt: skip
+    retrieval = CorrelatedRetrieval.model_construct(
+        retrieval_id="r" * 32, content_telemetry_id="0b6f2f1e-1111-4222-8333-444455556666",
+        canonical_url="https://example.com/a", content_id="cid-1", owner_domain="example.com",
+        status="corroborated", observer_roles=("agent", "edge"), agent_session_id="s", agent_id="agent-1",
+        first_seen=T1, last_seen=T2, observations=(obs, obs),
+    )  # fmt: skip
+    session = SessionRecord(
+        session_id="s", revision=1, agent_id="agent-1", content_scope="", started_at=T1, ended_at=None,
+        closed_by="ended", event_count=9, late_events=1, duplicate_events=0, turns=2, grounded=1, cited=2,
+        displayed=1, engaged=0, cited_without_grounded=1, displayed_without_cited=0,
+        displayed_without_grounded=1, user_segments=("a", "b"), source_formats=("content-telemetry",),
+    )  # fmt: skip
+    return [delta, obs, retrieval, session]
+
+
+@pytest.mark.parametrize("record", _records(), ids=lambda r: type(r).__name__)
+def test_encode_is_byte_identical_to_pydantic_serialisation(record: object) -> None:
+    assert encode(record) == _pydantic(record)  # type: ignore[arg-type]
+
+
+def test_constructed_records_validate_back_to_equal_models() -> None:
+    for record in _records():
+        model = type(record)
+        assert model.model_validate(orjson.loads(encode(record))) == model.model_validate(  # type: ignore[attr-defined]
+            record.model_dump(mode="json")  # type: ignore[attr-defined]
+        )
+
+
+def test_build_rejects_unknown_measures() -> None:
+    key = FunnelKey(T2, "", "k", "", "", "agent")
+    with pytest.raises(ValueError, match="unknown funnel measures"):
+        FunnelDelta.build(key, FunnelCounts({"nope": 1}), scope="x")
+
+
+@given(
+    st.lists(st.binary(min_size=0, max_size=50).map(lambda b: dumps(b.hex())), max_size=60),
+    st.integers(8, 200),
+)
+def test_pack_keeps_every_record_in_order_within_the_size_limit(items: list[bytes], limit: int) -> None:
+    messages = pack(items, max_bytes=limit)
+    assert [r for m in messages for r in unpack(m)] == [orjson.loads(i) for i in items]
+    for m in messages:
+        assert len(m) <= limit or len(unpack(m)) == 1  # a record larger than the limit travels alone
+    assert (messages == []) == (items == [])
+
+
+def test_unpack_takes_a_single_record_too() -> None:
+    assert unpack(b'{"a": 1}') == [{"a": 1}]
+    assert unpack(b"[1, 2]") == [1, 2]
