@@ -9,10 +9,12 @@ changelog, and the close timers must follow the assignment (``StateStage._rescan
 2. Workers A and B start together: same namespace, so the same app id and consumer group, each
    with its own ``CTPIPE_DATA_DIR`` (B's tables are not on A's disk). Both must own RAW
    partitions (aiokafka's "Setting newly assigned partitions" line, INFO) and be ready.
-3. B is stopped cleanly (SIGTERM) while RAW is not fully committed: A takes every partition and
-   recovers B's table partitions from the changelogs.
+3. B is stopped cleanly (SIGTERM) once it has committed sessionized EVENTS and while it still
+   holds open sessions: A takes every partition and recovers B's table partitions from the
+   changelogs (its log must show the restore), then closes what B left open.
 4. B is started again on its old data directory (its rocksdb is now stale: A changed those keys
-   since): the group rebalances back and B must own partitions again.
+   since): the group rebalances back, B must own partitions again and close state it recovered
+   (sessions/groups are held open ``HOLD`` s for that).
 5. Both run until inputs are committed, drain-after-idle has passed and outputs stopped growing;
    SIGTERM both. ``ctpipe sink --until-caught-up`` writes ClickHouse; a reader subprocess
    returns the funnel: every row equals the truth, no dead letters, no contribution stored twice.
@@ -30,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,9 @@ def current(worker: Worker, raw_topic: str) -> frozenset[int] | None:
     return history[-1].raw if history and history[-1].ready else None
 
 
-def until(workers: list[Worker], what: str, check: Callable[[], Any], *, timeout: float, every: float) -> Any:
+def until(
+    workers: Sequence[Worker], what: str, check: Callable[[], Any], *, timeout: float, every: float
+) -> Any:
     """Poll ``check()`` until truthy; fail if a worker exits or time's up (with their log tails)."""
     deadline = time.monotonic() + timeout
     while True:
