@@ -113,11 +113,12 @@ def pct(values: list[float], p: float) -> float:
 def worker_proc(cfg: dict[str, Any]) -> None:
     """``ctpipe worker`` (same ``running_worker``), writing stats to a file; SIGUSR1 = drain."""
     from ctpipe.settings import Settings
-    from ctpipe.worker import WorkerConfig, running_worker
+    from ctpipe.worker import WorkerConfig, running_worker, with_owner_registry
     from processors import worker as pw
 
     settings = Settings()
-    config = WorkerConfig(**cfg["worker"])
+    # CTPIPE_OWNER_REGISTRY (the workload's owners.json, as the truth attributes content ids)
+    config = with_owner_registry(WorkerConfig(**cfg["worker"]), settings.owner_registry)
     stats_path = Path(cfg["stats"])
 
     def write(payload: dict[str, Any]) -> None:
@@ -166,7 +167,15 @@ def worker_proc(cfg: dict[str, Any]) -> None:
 class Worker:
     """The worker subprocess, seen from the benchmark."""
 
-    def __init__(self, tmp: Path, bootstrap: str, ns: str, worker_cfg: dict[str, Any], name: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        bootstrap: str,
+        ns: str,
+        worker_cfg: dict[str, Any],
+        name: str,
+        owners: Path | None = None,
+    ) -> None:
         self.stats_path = tmp / f"worker-{name}.json"
         self.log_path = tmp / f"worker-{name}.log"
         env = {
@@ -176,6 +185,8 @@ class Worker:
             "CTPIPE_TOPIC_NAMESPACE": ns,
             "CTPIPE_DATA_DIR": str(tmp / f"data-{name}"),
         }
+        if owners is not None and owners.exists():  # the workload's registry, as its truth uses it
+            env["CTPIPE_OWNER_REGISTRY"] = str(owners)
         arg = orjson.dumps({"worker": worker_cfg, "stats": str(self.stats_path)}).decode()
         self.started = time.time()
         self.log = self.log_path.open("wb")
@@ -391,7 +402,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     self_cpu0 = self_cpu()
     broker_cpu0 = proc_cpu(ctx["broker_pid"]) if ctx.get("broker_pid") else None
     sink = SinkThread(bootstrap, ns, client, batch_seconds=0.5)
-    worker = Worker(tmp, bootstrap, ns, worker_cfg, ns)
+    worker = Worker(tmp, bootstrap, ns, worker_cfg, ns, owners=workload / "owners.json")
     t0 = worker.started
     prof = Profiler(worker.pid, a.profile) if a.profile else None
     worker_group = f"ctpipe-{ns}-worker"

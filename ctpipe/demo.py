@@ -6,7 +6,9 @@ a workload directory (``ctpipe generate --out``) is replayed to the raw topic
 the worker (``processors``: normalize, sessionize, correlate, aggregate) runs in this event
 loop, the ClickHouse sink (``sinks.consumer``) in a thread. When the worker has consumed every
 input, open sessions and correlation groups are drained, the sink catches up, and the funnel is
-read back (``sinks.report``) and compared with the workload's ground truth, row by row.
+read back (``sinks.report``) and compared with the workload's ground truth, row by row. The
+worker runs with the workload's content owner registry (``owners.json``, CT 0.1 section 7.3) when
+it has one: the truth attributes content_id-only events with it.
 
 Embedded ClickHouse: this process owns the data directory, so it both writes and answers the
 report (see ``sinks.clickhouse``). Used by ``ctpipe demo`` and the end-to-end test.
@@ -25,7 +27,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from ctpipe.settings import Settings
-from ctpipe.worker import WorkerConfig, running_worker
+from ctpipe.worker import WorkerConfig, running_worker, with_owner_registry
 from deploy.kafka.topics import delete_topics, ensure_topics, group_lag, message_count
 from producers.kafka import make_producer
 from producers.replay import replay_documents
@@ -94,6 +96,14 @@ def expected_rows(workload: Path) -> dict[RowKey, dict[str, Any]] | None:
         key = tuple(str(r[f]) for f in KEY_FIELDS)
         rows[key] = _row(r, r.get("conversion_value"))
     return rows
+
+
+def workload_owner_registry(workload: Path) -> Path | None:
+    """The workload's content owner registry file (``owners.json``), if it has one."""
+    from producers.generator import OWNERS_FILE
+
+    path = workload / OWNERS_FILE
+    return path if path.is_file() else None
 
 
 def stored_rows(client: Client) -> dict[RowKey, dict[str, Any]]:
@@ -178,6 +188,9 @@ async def run_pipeline_async(
     config = worker_config or WorkerConfig(
         inactivity_timeout=5.0, end_grace=0.5, lateness=600.0, correlation_window=5.0, tick=0.5
     )
+    if config.owner_registry is None:
+        # the ground truth attributes content_id-only events with the workload's registry
+        config = with_owner_registry(config, workload_owner_registry(workload))
     sink_config = SinkConfig(
         bootstrap=settings.bootstrap,
         group_id=f"{settings.app_id}-{namespace}-sink",
@@ -294,10 +307,11 @@ SUMMARY_MEASURES = (
 
 def demo_workload(settings: Settings, seed: int, sessions: int, console: Any) -> Path:
     """The simulated workload for ``seed``/``sessions`` (generated once, then reused)."""
-    from producers.generator import GeneratorConfig, generate
+    from producers.generator import OWNERS_FILE, GeneratorConfig, generate
 
     path = settings.data_dir / "workloads" / f"seed{seed}-sessions{sessions}"
-    if not (path / "manifest.json").exists() or not (path / "expected_funnel.json").exists():
+    # (a workload cached before owners.json existed has a truth without prefix attribution)
+    if not all((path / name).exists() for name in ("manifest.json", "expected_funnel.json", OWNERS_FILE)):
         console.print(f"generating workload: seed {seed}, {sessions} sessions -> {path}", highlight=False)
         generate(GeneratorConfig(seed=seed, sessions=sessions), out=path)
     return path
@@ -323,6 +337,8 @@ def run_demo(
     from deploy.kafka.local import BrokerError, LocalBroker
     from deploy.kafka.topics import TopicError
     from producers.kafka import DeliveryError
+    from schemas.owners import OwnerRegistryError
+    from schemas.owners import load as load_owner_registry
     from sinks.clickhouse import ClickHouseError, connect, migrate
 
     broker: LocalBroker | None = None
@@ -339,6 +355,17 @@ def run_demo(
         if not (path / "manifest.json").exists():
             err.print(f"error: {path} is not a workload directory (no manifest.json)")
             return 2
+        registry_path = workload_owner_registry(path)
+        if registry_path is not None:
+            try:
+                registry = load_owner_registry(registry_path)
+            except OwnerRegistryError as exc:
+                err.print(f"[bold red]error:[/] bad owner registry: {exc}", highlight=False)
+                return 2
+            console.print(
+                f"owner registry: {registry_path.name} ({len(registry)} content_id prefixes, CT 0.1 7.3)",
+                highlight=False,
+            )
         client = connect(settings.clickhouse_url, database=DEMO_DATABASE)
         client.command(f"DROP DATABASE IF EXISTS {DEMO_DATABASE}")  # each demo run starts empty
         client = connect(settings.clickhouse_url, database=DEMO_DATABASE)

@@ -2,9 +2,9 @@
 
 Input: seed, session count, simulation knobs, ``--out DIR`` and/or ``--to-kafka``. Output: the
 workload directory described in ``producers.generator`` (documents, CDN/origin logs,
-``expected_funnel.json``, ``manifest.json``); with ``--to-kafka`` the CT/OA documents go to the
-namespaced RAW topic (key = session_id, else content_telemetry_id; header ``ctpipe-emitter``) at
-``--rate`` documents/s, while logs, truth and manifest are still written to ``--out``.
+``expected_funnel.json``, ``manifest.json``, ``owners.json``); with ``--to-kafka`` the CT/OA
+documents go to the namespaced RAW topic (key = session_id, else content_telemetry_id; header
+``ctpipe-emitter``) at ``--rate`` documents/s, while logs, truth and manifest are still written to ``--out``.
 Exit codes: 0 done, 1 Kafka failure, 2 usage error.
 """
 

@@ -95,12 +95,24 @@ class Settings(BaseSettings):
         le=1,
         description="Circuit breaker: invalid share of recent input that stops the worker.",
     )
+    owner_registry: Path | None = Field(
+        default=None,
+        description=(
+            'Content owner registry JSON ({"owners": [{"domain", "content_id_prefixes"}]}): '
+            "owners of content_id-only events by prefix (CT 0.1 7.3). Empty = URL domains only."
+        ),
+    )
 
     # --- processing ----------------------------------------------------------------------------
     log_level: str = Field(
         default="WARNING", description="Python log level (DEBUG also shows librdkafka's own lines)."
     )
     app_id: str = Field(default="ctpipe", description="Faust application id (consumer group prefix).")
+
+    @field_validator("owner_registry", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("data_dir")
     @classmethod

@@ -5,16 +5,21 @@
 (clean stop: the app commits and flushes) or until a stage crashes (exit 1, e.g. the normalize
 circuit breaker). ``running_worker`` is the same worker in-process for the demo and tests, with
 ``drain()`` to close every open session and correlation group now.
+
+``CTPIPE_OWNER_REGISTRY`` (``settings.owner_registry``) names the content owner registry
+(``schemas.owners``, CT 0.1 section 7.3); ``run`` loads and validates it before anything starts,
+so a bad file stops the worker with one line (exit 2), never per message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +29,12 @@ from ctpipe.settings import Settings
 from deploy.kafka.topics import ensure_topics
 from processors import worker as pw
 from processors.worker import WorkerConfig, WorkerTopics
+from schemas.owners import OwnerRegistryError
+from schemas.owners import load as load_owner_registry
 
 STOP_TIMEOUT = 30.0
 
-__all__ = ["WorkerConfig", "WorkerHandle", "run", "running_worker"]
+__all__ = ["WorkerConfig", "WorkerHandle", "run", "running_worker", "with_owner_registry"]
 
 
 @dataclass
@@ -93,8 +100,14 @@ async def _serve(settings: Settings, config: WorkerConfig) -> int:
         config=config,
         app_id=settings.app_id,
     ) as handle:
+        owners = config.owner_registry
+        registry = (
+            f"; owner registry: {len(owners)} content_id prefixes of {len(owners.domains())} domains"
+            if owners is not None
+            else ""
+        )
         print(
-            f"ctpipe worker: consuming {handle.topics.raw.name} on {settings.bootstrap} "
+            f"ctpipe worker: consuming {handle.topics.raw.name} on {settings.bootstrap}{registry} "
             f"(Ctrl-C or SIGTERM to stop)",
             file=sys.stderr,
         )
@@ -102,15 +115,33 @@ async def _serve(settings: Settings, config: WorkerConfig) -> int:
             reason = pw.failure(handle.app)
             if reason is not None:
                 print(f"ctpipe worker: stopped: {reason}", file=sys.stderr)
-                return 1
+                sys.stderr.flush()
+                # No graceful Faust stop: it would acknowledge and commit the batch that could
+                # not be processed (processors.app.park_unacknowledged). Exit now; a restart
+                # reprocesses from the last commit (at-least-once, idempotent effects).
+                os._exit(1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
         print(f"ctpipe worker: stopping; {handle.stats()}", file=sys.stderr)
     return 0
 
 
+def with_owner_registry(config: WorkerConfig, path: Path | None) -> WorkerConfig:
+    """``config`` with the owner registry at ``path`` (None: unchanged); ``OwnerRegistryError``."""
+    if path is None:
+        return config
+    return replace(config, owner_registry=load_owner_registry(path))
+
+
 def run(settings: Settings, config: WorkerConfig) -> int:
-    """CLI body of `ctpipe worker`: serve until SIGINT/SIGTERM; 0 on a clean stop, 1 on a crash."""
+    """CLI body of `ctpipe worker`: serve until SIGINT/SIGTERM; 0 on a clean stop, 1 on a crash,
+    2 on a bad owner registry (``CTPIPE_OWNER_REGISTRY``, checked before anything starts)."""
+    if config.owner_registry is None:
+        try:
+            config = with_owner_registry(config, settings.owner_registry)
+        except OwnerRegistryError as exc:
+            print(f"ctpipe worker: bad owner registry (CTPIPE_OWNER_REGISTRY): {exc}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(_serve(settings, config))
     except KeyboardInterrupt:

@@ -107,6 +107,54 @@ def state_table(app: faust.App, name: str, partitions: int, help: str = "") -> A
     )
 
 
+class Health:
+    """What a stage reports to its host: the failure that parked a batch (None: healthy)."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed: BaseException | None = None
+
+
+async def send_reliably(
+    app: faust.App, stage: str, sends: list[tuple[str, bytes | None, bytes, int | None]], health: Health
+) -> None:
+    """Enqueue (topic, key, value, partition) messages on the app's producer, retrying a failing
+    send with backoff for ``RETRY_FOR`` seconds, then parking the batch (``park_unacknowledged``)."""
+    producer = app.producer
+    i = 0
+    delay = 0.1
+    give_up = time.monotonic() + RETRY_FOR
+    while i < len(sends):
+        topic, key, value, partition = sends[i]
+        try:
+            await producer.send(topic, key, value, partition, None, None)
+            i += 1
+        except Exception as exc:
+            if time.monotonic() >= give_up:
+                await park_unacknowledged(app, stage, exc, health)
+            app.log.warning("%s: send failed, retrying in %.1f s: %r", stage, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def park_unacknowledged(app: faust.App, stage: str, exc: BaseException, holder: Any) -> None:
+    """A batch failed: never let it be acknowledged. Park this agent forever.
+
+    Faust's ``take_events`` acknowledges a batch when the agent leaves it - also when it leaves
+    by an exception - and the consumer then commits the offsets of messages that were never
+    processed (lost). Parked, the batch stays unacknowledged, so its offsets are never
+    committed. ``holder.failed`` tells the host, which must then end the process WITHOUT a
+    graceful Faust stop (that would close the generator, acknowledge and commit the batch):
+    ``ctpipe worker`` exits at once, and a restart reprocesses the batch (at-least-once; every
+    effect is idempotent).
+    """
+    holder.failed = exc
+    app.log.critical("%s: a batch failed and was NOT acknowledged; the worker must exit: %r", stage, exc)
+    app.conf.stream_wait_empty = False  # a stop must not wait for this batch
+    await asyncio.Event().wait()
+
+
 def assigned_partitions(app: faust.App) -> frozenset[Any]:
     """The active topic partitions of this worker (changes on rebalance)."""
     try:
@@ -121,6 +169,8 @@ def busy(app: faust.App) -> bool:
 
 
 Send = tuple[str, bytes | None, bytes]  # (topic, key, value)
+#: How long a stage retries a failing batch before it parks it and the worker must exit.
+RETRY_FOR = 60.0
 Item = tuple[Any, Any]  # (the Kafka message it came in, one decoded record)
 
 
@@ -169,20 +219,25 @@ class StateStage:
         self._drain_requested = False
         self._drained = asyncio.Event()
         self._assigned: frozenset[Any] | None = None
+        self.failed: BaseException | None = None  # set when a batch could not be processed
         source = app.topic(source_topic, key_serializer="raw", value_serializer="raw")
 
         @app.agent(source, name=f"ctpipe-{self.name}")
         async def agent(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(self.batch, within=self.within):  # type: ignore[attr-defined]
-                async with self.lock:
-                    await self.process([e.message for e in events], time.time())
+                await self._process_reliably([e.message for e in events])
 
         @app.timer(tick, name=f"ctpipe-{self.name}-timer")
         async def timer() -> None:
             if busy(self.app):
                 return
-            async with self.lock:
-                await self.close_due(time.time())
+            try:
+                async with self.lock:
+                    await self.close_due(time.time())
+            except Exception as exc:  # e.g. a store closed by a rebalance: the next tick retries
+                # (a close is emitted before its state is stored: a retry re-emits the same ids)
+                self.app.log.warning("%s: close timer failed, retrying next tick: %r", self.name, exc)
+                self._assigned = None  # rebuild the deadline index from the table next time
 
         self.agent = agent
 
@@ -210,6 +265,32 @@ class StateStage:
         raise NotImplementedError
 
     # -- machinery ----------------------------------------------------------------------------
+    async def _process_reliably(self, msgs: list[Any]) -> None:
+        """``process`` a batch; on an exception (an I/O failure, a store closed by a rebalance, a
+        bug - never bad input, which is dead-lettered) retry it with backoff, without the
+        messages of partitions this worker lost meanwhile (their new owner processes them from
+        its committed offset). Retrying is safe: applying a record twice changes nothing (ids are
+        deduplicated in state) and re-emitted outputs carry the same ids. After ``RETRY_FOR``
+        seconds the batch is parked unacknowledged and the worker must exit
+        (``park_unacknowledged``): leaving the batch would acknowledge it unprocessed."""
+        delay = 0.1
+        give_up = time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                async with self.lock:
+                    await self.process(msgs, time.time())
+                return
+            except Exception as exc:
+                if time.monotonic() >= give_up:
+                    await park_unacknowledged(self.app, self.name, exc, self)
+                self.app.log.warning("%s: batch failed, retrying in %.1f s: %r", self.name, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                while busy(self.app):
+                    await asyncio.sleep(0.1)
+                assigned = assigned_partitions(self.app)
+                msgs = [m for m in msgs if m.tp in assigned]
+
     def request_drain(self) -> asyncio.Event:
         """Close everything open at the next tick; the returned event is set when done."""
         self._drained = asyncio.Event()

@@ -27,6 +27,12 @@ key; content_telemetry_id, else event_id), so all records of one session / one I
 partition. Session-less envelopes are packed apart from session envelopes, so a packed
 session-less message starts with ``[{"t":"d","s":null`` and sessionize skips it unparsed.
 
+Owner resolution (CT 0.1 section 7.3): owners come from ``content_url`` domains (in ``ingest``).
+With an owner registry (``schemas.owners``, ``CTPIPE_OWNER_REGISTRY``), events that carry a
+``content_id`` but got no owner from a URL take the owner of their longest registered
+``content_id`` prefix; a URL-derived owner is never overridden. Without a registry nothing is
+done per event.
+
 Invalid documents go to the DLQ (``schemas.dlq`` envelope, stage "normalize": reason, errors,
 original bytes and key, topic/partition/offset, emitter). A circuit breaker (``Breaker``) stops
 the worker instead of dead-lettering everything when the invalid ratio over the last messages
@@ -43,10 +49,12 @@ from typing import Any
 
 import faust
 
+from processors.app import Health, send_reliably
 from schemas import dlq
 from schemas.canonical import CanonicalEvent, EventType
 from schemas.codec import dumps
 from schemas.normalize import ingest
+from schemas.owners import OwnerRegistry
 from schemas.records import (
     EVENTS_SESSIONLESS_PREFIX,
     decode_events_envelope,
@@ -128,6 +136,7 @@ class Normalized:
     dead_letter: bytes | None = None  # encoded schemas.dlq envelope
     reason: str = ""
     event_count: int = 0
+    owners_resolved: int = 0  # events whose owner came from the content_id registry (CT 7.3)
 
 
 def header_values(headers: Any) -> tuple[str, str | None]:
@@ -169,6 +178,23 @@ def _envelopes(session_key: str, header_json: bytes | None, encoded: Sequence[by
     return out
 
 
+def resolve_owners(events: list[CanonicalEvent], owners: OwnerRegistry) -> tuple[list[CanonicalEvent], int]:
+    """CT 0.1 section 7.3 secondary path: an event with a content_id and no URL-derived owner
+    takes its registered content_id prefix's owner. Returns (events, how many got an owner);
+    ``events`` itself when none changed."""
+    out = events
+    resolved = 0
+    for i, ev in enumerate(events):
+        if not ev.owner_domain and ev.content_id:
+            domain = owners.resolve(ev.content_id)
+            if domain is not None:
+                if not resolved:
+                    out = list(events)
+                out[i] = ev.model_copy(update={"owner_domain": domain})
+                resolved += 1
+    return out, resolved
+
+
 def normalize_message(
     value: bytes | None,
     *,
@@ -177,8 +203,12 @@ def normalize_message(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    owners: OwnerRegistry | None = None,
 ) -> Normalized:
-    """One RAW message -> EVENTS/RETRIEVALS messages or a dead letter. Never raises."""
+    """One RAW message -> EVENTS/RETRIEVALS messages or a dead letter. Never raises.
+
+    ``owners``: the content owner registry (``schemas.owners``) for events without a URL owner.
+    """
     raw = value if value is not None else b""
     emitter, source = header_values(headers)
     result = ingest(raw, emitter=emitter, source=source)
@@ -196,18 +226,22 @@ def normalize_message(
             emitter=emitter,
         )
         return Normalized(dead_letter=dlq.encode(letter), reason=reason)
-    out = Normalized(event_count=len(result.events))
+    events = result.events
+    resolved = 0
+    if owners:
+        events, resolved = resolve_owners(events, owners)
+    out = Normalized(event_count=len(events), owners_resolved=resolved)
     session = result.session
     session_key = (session.session_id or session.ctx_token) if session is not None else None
-    encoded = [encode_event(ev) for ev in result.events]
+    encoded = [encode_event(ev) for ev in events]
     if session_key:
         skey = session_key.encode()
         head = encode_header(session) if session is not None else None
         out.events.extend((skey, env) for env in _envelopes(session_key, head, encoded))
     else:
-        for ev, enc in zip(result.events, encoded, strict=True):
+        for ev, enc in zip(events, encoded, strict=True):
             out.events.append((event_key(ev).encode(), SESSIONLESS_PREFIX + b',"h":null,"e":[' + enc + b"]}"))
-    for ev, enc in zip(result.events, encoded, strict=True):
+    for ev, enc in zip(events, encoded, strict=True):
         if ev.event_type is EventType.RETRIEVED:
             out.retrievals.append(((ev.content_telemetry_id or ev.event_id).encode(), enc))
     return out
@@ -225,6 +259,7 @@ class NormalizeStats:
     invalid: int = 0
     events: int = 0
     retrievals: int = 0
+    owners_resolved: int = 0  # events attributed by content_id prefix (CT 0.1 section 7.3)
 
 
 def register(
@@ -240,14 +275,19 @@ def register(
     batch: int = 2000,
     within: float = 0.1,
     stats: NormalizeStats | None = None,
+    owners: OwnerRegistry | None = None,
+    health: Health | None = None,
 ) -> Any:
-    """Add the normalize agent (RAW -> EVENTS + RETRIEVALS | DLQ) to ``app``."""
+    """Add the normalize agent (RAW -> EVENTS + RETRIEVALS | DLQ) to ``app``.
+
+    ``owners``: content owner registry for content_id-only events (None = URL owners only).
+    """
     source = app.topic(raw_topic, key_serializer="raw", value_serializer="raw")
     st = stats if stats is not None else NormalizeStats()
+    health = health if health is not None else Health()
 
     @app.agent(source, name="ctpipe-normalize")
     async def normalize(stream: faust.StreamT[bytes]) -> None:
-        producer = app.producer
         async for batch_events in stream.take_events(batch, within=within):  # type: ignore[attr-defined]
             accepted: list[Normalized] = []
             letters: list[tuple[bytes | None, bytes]] = []
@@ -260,6 +300,7 @@ def register(
                     topic=msg.topic,
                     partition=msg.partition,
                     offset=msg.offset,
+                    owners=owners,
                 )
                 st.messages += 1
                 if out.dead_letter is not None:
@@ -268,8 +309,8 @@ def register(
                         breaker.record(False, out.reason)
                     except BreakerTripped as exc:
                         # Park without acknowledging this batch (its offsets are never
-                        # committed); the worker sees ``breaker.tripped`` and stops cleanly.
-                        # (Crashing the Faust app instead leaves tasks that never finish.)
+                        # committed); the host sees ``breaker.tripped`` and exits without a
+                        # graceful stop (which would acknowledge and commit the batch).
                         app.log.error("%s", exc)
                         app.conf.stream_wait_empty = False  # stop must not wait for this batch
                         await asyncio.Event().wait()
@@ -279,14 +320,19 @@ def register(
                 st.accepted += 1
                 st.events += out.event_count
                 st.retrievals += len(out.retrievals)
+                st.owners_resolved += out.owners_resolved
                 accepted.append(out)
             # Enqueued on the app's producer; Faust flushes it before committing source offsets.
-            for k, v in letters:
-                await producer.send(dlq_topic, k, v, None, None, None)
-            for topic, partition, value in route_outputs(
-                accepted, events_topic, events_partitions, retrievals_topic, retrievals_partitions
-            ):
-                await producer.send(topic, None, value, partition, None, None)
+            sends: list[tuple[str, bytes | None, bytes, int | None]] = [
+                (dlq_topic, k, v, None) for k, v in letters
+            ]
+            sends.extend(
+                (topic, None, value, partition)
+                for topic, partition, value in route_outputs(
+                    accepted, events_topic, events_partitions, retrievals_topic, retrievals_partitions
+                )
+            )
+            await send_reliably(app, STAGE, sends, health)
 
     return normalize
 

@@ -20,10 +20,11 @@ from typing import Any
 import faust
 
 from processors import normalize
-from processors.app import crash_reason, create_app
+from processors.app import Health, crash_reason, create_app
 from processors.correlate import CorrelateConfig, Correlator
 from processors.sessionize import SessionizeConfig, Sessionizer
 from schemas import topics as t
+from schemas.owners import OwnerRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class WorkerConfig:
     tick: float = 1.0  # s between close-timer runs
     store: str = "rocksdb://"  # Faust table store (rocksdb:// uses the rocksdict driver)
     drain_after_idle: float | None = None  # close everything once no input for this many s
+    # CT 0.1 7.3 content_id prefix -> owner (schemas.owners; immutable, hashable); None = URL only
+    owner_registry: OwnerRegistry | None = None
 
     def __post_init__(self) -> None:
         for name in ("inactivity_timeout", "end_grace", "lateness", "correlation_window", "tick"):
@@ -85,6 +88,7 @@ class WorkerParts:
     config: WorkerConfig
     normalize_stats: normalize.NormalizeStats = field(default_factory=normalize.NormalizeStats)
     breaker: normalize.Breaker = field(default_factory=normalize.Breaker)
+    normalize_health: Health = field(default_factory=Health)
     sessionizer: Sessionizer | None = None
     correlator: Correlator | None = None
 
@@ -125,6 +129,8 @@ def build_worker(
         events_partitions=topics.events.partitions,
         retrievals_partitions=topics.retrievals.partitions,
         stats=parts.normalize_stats,
+        health=parts.normalize_health,
+        owners=config.owner_registry,
         **common,
     )
     parts.sessionizer = Sessionizer(
@@ -190,12 +196,23 @@ async def drain(app: faust.App, timeout: float = 30.0) -> None:
 
 
 def failure(app: faust.App) -> BaseException | None:
-    """Why the worker must stop, if it must: a crash, or the normalize circuit breaker."""
+    """Why the worker must stop, if it must: a crash, the normalize circuit breaker, or a batch a
+    stage could not process (parked unacknowledged: the process must exit WITHOUT a graceful
+    Faust stop, which would acknowledge and commit it; see ``processors.app.park_unacknowledged``)."""
     reason = crash_reason(app)
     if reason is not None:
         return reason
     p = _PARTS.get(app)
-    return p.breaker.tripped if p is not None else None
+    if p is None:
+        return None
+    for failed in (
+        p.breaker.tripped,
+        p.normalize_health.failed,
+        *(s.failed for s in (p.sessionizer, p.correlator) if s),
+    ):
+        if failed is not None:
+            return failed
+    return None
 
 
 def stats(app: faust.App) -> dict[str, dict[str, Any]]:

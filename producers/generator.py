@@ -42,8 +42,14 @@ Workload directory (``--out``; files exist only when they have content):
 ``cdn/fastly/<host>.jsonl``            Fastly JSON log lines, one file per host
 ``origin/nginx/<host>.log``            nginx combined log (+ Content-Telemetry-ID), file name = host
 ``expected_funnel.json``               ground truth: ``{"seed", "rows", "totals", "grand_total"}``
+``owners.json``                        content owner registry of the publishers (``schemas.owners``:
+                                       ``{"owners": [{"domain", "content_id_prefixes"}]}``); the
+                                       truth attributes content_id-only events with it (CT 0.1
+                                       7.3), so the worker must run with it
+                                       (``CTPIPE_OWNER_REGISTRY``) for the funnel to match
 ``manifest.json``                      seed, arguments, files (format, observer, counts), time
-                                       range, agents/publishers and the emitter identity of each
+                                       range, agents/publishers (with the emitter identity and
+                                       content_id prefixes of each), ``owner_registry`` file name
 ====================================  ==========================================================
 
 Every JSONL file is in delivery order (documents) or timestamp order (log lines). A document's
@@ -69,7 +75,7 @@ from typing import IO, Any, Protocol
 import orjson
 
 from producers.cdn_logs import EdgeObservation, render_line
-from producers.generator_truth import Observation, SimEvent, Truth, hour_bucket
+from producers.generator_truth import Observation, SimEvent, Truth, hour_bucket, owner_of
 from producers.generator_world import (
     BASE_ISO,
     HUMAN_UAS,
@@ -89,6 +95,7 @@ from producers.generator_world import (
 from producers.kafka import AckedSender
 from producers.publisher import headers_for
 from schemas.funnel import FunnelKey, content_key
+from schemas.owners import OwnerRegistry
 from schemas.urls import canonical_url, owner_domain
 
 #: Delivery formats and their default shares of sessions.
@@ -103,6 +110,8 @@ DOC_FILES = {
     "oa_session": "oa/sessions.jsonl",
     "origin_event": "origin/ct-events.jsonl",
 }
+#: The content owner registry of the simulated publishers (``schemas.owners`` format).
+OWNERS_FILE = "owners.json"
 _WIRE = {
     "retrieved": "content_retrieved",
     "grounded": "content_grounded",
@@ -246,6 +255,11 @@ class _Request:
     referer: str | None = None
 
 
+def owner_registry(world: World) -> OwnerRegistry:
+    """The content owner registry of the simulated publishers (``owners.json``, CT 0.1 7.3)."""
+    return OwnerRegistry.from_owners((p.domain, [p.content_id_prefix]) for p in world.publishers)
+
+
 class Simulator:
     """Runs one workload; documents and log lines go to ``Output`` in delivery order."""
 
@@ -254,7 +268,10 @@ class Simulator:
         self.rng = random.Random(config.seed)
         self.world: World = build_world(self.rng)
         self.out = output
-        self.truth = Truth()
+        # CT 0.1 7.3: the publishers' content_id schemes (owners.json); the truth attributes
+        # content_id-only events with it, as a worker given the same registry does
+        self.owners = owner_registry(self.world)
+        self.truth = Truth(self.owners)
         self.stats = Stats()
         # rendered log lines: the log ingester derives event ids from the raw line, so two
         # identical lines would be one event downstream; every line is made unique.
@@ -350,7 +367,7 @@ class Simulator:
                     canon = canonical_url(url)
                     key = FunnelKey(
                         hour_bucket(req.ts),
-                        owner_domain(url) or "",
+                        owner_of(url, cid, self.owners),
                         content_key(cid, canon),
                         "",
                         "",
@@ -536,7 +553,7 @@ class Simulator:
             redirect_to=(art.host, art.path) if redirect else None,
         )
         with_id, without_id = self._observe(req)
-        mine = Observation(ev.key(agent_id, scope), ev.canonical, ev.content_id)
+        mine = Observation(ev.key(agent_id, scope, self.owners), ev.canonical, ev.content_id)
         self.stats.counted_observations["agent"] += 1
         if ev.cti:
             self.truth.retrieval([mine, *with_id], [])
@@ -1284,7 +1301,7 @@ def generate(
 ) -> GenerateResult:
     """Simulate the workload; write files under ``out`` (documents to ``documents`` if given).
 
-    Writes ``expected_funnel.json`` and ``manifest.json`` when ``out`` is set.
+    Writes ``expected_funnel.json``, ``owners.json`` and ``manifest.json`` when ``out`` is set.
     """
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -1317,6 +1334,7 @@ def generate(
             "deep_groundings": list(config.deep_groundings),
         },
         "files": files,
+        "owner_registry": OWNERS_FILE,
         "time_range": {
             "base": BASE_ISO,
             "first": iso(stats.first_ms) if stats.first_ms is not None else None,
@@ -1339,6 +1357,7 @@ def generate(
                 "cdn": p.cdn,
                 "origin": p.origin,
                 "origin_emitter": p.origin_emitter if p.origin == "instrumented" else None,
+                "content_id_prefixes": [p.content_id_prefix],
             }
             for p in world.publishers
         ],
@@ -1353,6 +1372,9 @@ def generate(
             orjson.dumps(sim.truth.document(config.seed), option=orjson.OPT_INDENT_2) + b"\n"
         )
         (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        (out / OWNERS_FILE).write_bytes(
+            orjson.dumps(sim.owners.to_document(), option=orjson.OPT_INDENT_2) + b"\n"
+        )
     return GenerateResult(config, sim.truth, stats, manifest)
 
 

@@ -14,7 +14,11 @@ The rules are ``schemas.funnel``'s docstring, applied to the simulator's records
 * grounded / cached / live / tokens, turns_influenced (session scope: the session's turn_started
   at or after the grounding), citation / position / display / engagement buckets;
 * departures per session, "same content" = equal content key, canonical URL or content_id;
-* checkouts and conversion value per currency.
+* checkouts and conversion value per currency;
+* owner domain: the ``content_url``'s registrable domain, else (CT 0.1 section 7.3, the secondary
+  path) the owner of the event's registered ``content_id`` prefix in the workload's owner registry
+  (``owners.json``, ``schemas.owners``), else "", exactly as ``processors.normalize`` does with
+  the same registry.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from schemas.funnel import (
     hour_of,
     totals,
 )
+from schemas.owners import OwnerRegistry
 from schemas.urls import canonical_url, owner_domain
 
 _HOUR_MS = 3_600_000
@@ -48,6 +53,15 @@ def hour_bucket(ms: int) -> datetime:
     if got is None:
         got = _hours[h] = hour_of(datetime.fromtimestamp(h * 3600, UTC))
     return got
+
+
+def owner_of(url: str | None, content_id: str | None, owners: OwnerRegistry | None) -> str:
+    """The funnel row owner of an event: its URL's registrable domain, else the owner registered
+    for its content_id prefix (CT 0.1 section 7.3, as ``processors.normalize``), else ""."""
+    found = owner_domain(url) if url else None
+    if not found and content_id and owners:
+        found = owners.resolve(content_id)
+    return found or ""
 
 
 @dataclass(slots=True)
@@ -75,11 +89,14 @@ class SimEvent:
     def canonical(self) -> str | None:
         return canonical_url(self.url) if self.url else None
 
-    def key(self, agent_id: str, scope: str) -> FunnelKey:
+    def owner(self, owners: OwnerRegistry | None = None) -> str:
+        return owner_of(self.url, self.content_id, owners)
+
+    def key(self, agent_id: str, scope: str, owners: OwnerRegistry | None = None) -> FunnelKey:
         canon = self.canonical
         return FunnelKey(
             hour=hour_bucket(self.ts),
-            owner_domain=(owner_domain(self.url) if self.url else None) or "",
+            owner_domain=self.owner(owners),
             content_key=content_key(self.content_id, canon, self.product_id),
             agent_id=agent_id,
             content_scope=scope,
@@ -138,8 +155,9 @@ def _same_content(a: tuple[str, str | None, str | None], b: tuple[str, str | Non
 class Truth:
     """Accumulates expected funnel rows from the simulator's own records."""
 
-    def __init__(self) -> None:
+    def __init__(self, owners: OwnerRegistry | None = None) -> None:
         self.rows: dict[FunnelKey, FunnelCounts] = {}
+        self.owners = owners  # the workload's owner registry (content_id prefix -> owner)
 
     def _row(self, key: FunnelKey) -> FunnelCounts:
         row = self.rows.get(key)
@@ -171,7 +189,7 @@ class Truth:
         displayed_without_grounded) so the simulator can check them against its intent.
         """
         turn_starts = sorted(e.ts for e in events if e.type == "turn_started")
-        keys = [e.key(agent_id, scope) for e in events]
+        keys = [e.key(agent_id, scope, self.owners) for e in events]
         ident = [(k.content_key, e.canonical, e.content_id) for k, e in zip(keys, events, strict=True)]
         grounded = [ident[i] for i, e in enumerate(events) if e.type == "grounded"]
         cited = [ident[i] for i, e in enumerate(events) if e.type == "cited"]

@@ -58,6 +58,12 @@ class Publisher:
     def origin_emitter(self) -> str:
         return f"origin:{self.domain}"
 
+    @property
+    def content_id_prefix(self) -> str:
+        """What every content_id of this publisher starts with (its registered identifier scheme:
+        ``<id_prefix>:<n>``, or ``<doi prefix>.<n>`` for DOIs)."""
+        return self.id_prefix + ("." if self.id_prefix.startswith("doi:") else ":")
+
 
 @dataclass(frozen=True, slots=True)
 class Agent:
@@ -338,12 +344,11 @@ def build_world(rng: random.Random, articles_per_publisher: int = 40) -> World:
         for ai in range(articles_per_publisher):
             slug = "-".join(rng.sample(_WORDS, 3)) + f"-{ai}"
             path = f"/{section}/2026/01/{slug}"
-            sep = "." if prefix.startswith("doi:") else ":"
             media = rng.choices(("text", "video", "image"), weights=(90, 7, 3))[0]
             pub.articles.append(
                 Article(
                     publisher=pi,
-                    content_id=f"{prefix}{sep}{1000 + ai}",
+                    content_id=f"{pub.content_id_prefix}{1000 + ai}",
                     host=hosts[0],
                     path=path,
                     short_path=f"/s/{rng.getrandbits(32):08x}" if rng.random() < 0.7 else None,

@@ -193,7 +193,10 @@ def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
     documents, log_events = publish_workload(publisher, workload, topics["raw"])
 
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=crash"
-    env = _env(infra, unique, tmp_path / "data", clickhouse_url)
+    env = {
+        **_env(infra, unique, tmp_path / "data", clickhouse_url),
+        "CTPIPE_OWNER_REGISTRY": str(workload / "owners.json"),
+    }
     raw, funnel = [topics["raw"]], topics["funnel"]
     inputs = [topics["raw"], topics["events"], topics["retrievals"]]
     outputs = [topics[n] for n in ("funnel", "sessions", "correlated", "dlq")]

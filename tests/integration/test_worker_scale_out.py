@@ -158,8 +158,9 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
     documents, log_events = publish_workload(publisher, workload, topics["raw"])
 
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=scale"
-    env_a = worker_env(infra, unique, tmp_path / "data-a", clickhouse_url)
-    env_b = worker_env(infra, unique, tmp_path / "data-b", clickhouse_url)
+    owners = {"CTPIPE_OWNER_REGISTRY": str(workload / "owners.json")}  # as the truth attributes content ids
+    env_a = {**worker_env(infra, unique, tmp_path / "data-a", clickhouse_url), **owners}
+    env_b = {**worker_env(infra, unique, tmp_path / "data-b", clickhouse_url), **owners}
     raw_topic, funnel = topics["raw"], topics["funnel"]
     inputs = [topics["raw"], topics["events"], topics["retrievals"]]
     outputs = [topics[n] for n in ("funnel", "sessions", "correlated", "dlq")]

@@ -9,6 +9,7 @@ computed from the simulation's own state.
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
@@ -52,6 +53,7 @@ from schemas.funnel import (
     role_of,
 )
 from schemas.normalize import ingest
+from schemas.owners import load
 from schemas.urls import canonical_url, owner_domain
 
 SEED = 7
@@ -121,14 +123,33 @@ def _ingest_logs(out: Path) -> tuple[list[CanonicalEvent], Counter[str]]:
     return events, skips
 
 
-def reference_funnel(events: list[CanonicalEvent]) -> dict[FunnelKey, FunnelCounts]:
-    """The schemas.funnel rules applied to canonical events (independent of the simulator)."""
+def _owner_prefixes(out: Path) -> dict[str, str]:
+    """content_id prefix -> owner domain, read straight from the emitted ``owners.json``."""
+    doc = orjson.loads((out / "owners.json").read_bytes())
+    return {p: o["domain"] for o in doc["owners"] for p in o["content_id_prefixes"]}
+
+
+def reference_funnel(
+    events: list[CanonicalEvent], owner_prefixes: dict[str, str] | None = None
+) -> dict[FunnelKey, FunnelCounts]:
+    """The schemas.funnel rules applied to canonical events (independent of the simulator).
+
+    Owner: the URL's (``ingest``), else the longest registered content_id prefix's (CT 0.1 7.3).
+    """
     rows: dict[FunnelKey, FunnelCounts] = defaultdict(FunnelCounts)
+    prefixes = owner_prefixes or {}
+
+    def owner(e: CanonicalEvent) -> str:
+        if e.owner_domain or not e.content_id:
+            return e.owner_domain or ""
+        cid = e.content_id
+        hits = [p for p in prefixes if cid.startswith(p)]
+        return prefixes[max(hits, key=len)] if hits else ""
 
     def key(e: CanonicalEvent) -> FunnelKey:
         return FunnelKey(
             hour_of(e.timestamp),
-            e.owner_domain or "",
+            owner(e),
             content_key(e.content_id, e.canonical_url, e.product_id),
             e.agent_id or "",
             e.content_scope or "",
@@ -256,7 +277,7 @@ def test_truth_equals_an_independent_recomputation_from_the_emitted_workload(
     out, result = workload
     doc_events, _ = _ingest_documents(out, result.manifest)
     log_events, skips = _ingest_logs(out)
-    reference = reference_funnel(doc_events + log_events)
+    reference = reference_funnel(doc_events + log_events, _owner_prefixes(out))
     truth = result.truth.nonzero()
     assert set(reference) == set(truth)
     for k, counts in truth.items():
@@ -457,8 +478,6 @@ def test_log_lines_are_in_time_order_and_unique(workload: tuple[Path, GenerateRe
 
 
 def test_world_urls_owners_and_user_agents() -> None:
-    import random
-
     world = build_world(random.Random(3))
     owners = set()
     for pub in world.publishers:
@@ -545,3 +564,29 @@ def test_kafka_keys() -> None:
     assert iter_kafka_key({"session_id": "s"}) == b"s"
     assert iter_kafka_key({"event": {"content_telemetry_id": "c"}}) == b"c"
     assert iter_kafka_key({"event": {}}) is None
+
+
+def test_owners_json_registers_every_publisher_and_the_truth_attributes_content_id_only_events(
+    workload: tuple[Path, GenerateResult],
+) -> None:
+    out, result = workload
+    registry = load(out / "owners.json")
+    world = build_world(random.Random(SEED))
+    assert registry.domains() == sorted(p.domain for p in world.publishers)
+    for pub in world.publishers:
+        for art in pub.articles:  # every content_id resolves to the publisher serving its URL
+            assert registry.resolve(art.content_id) == pub.domain == owner_domain(art.url)
+    assert result.manifest["owner_registry"] == "owners.json"
+    assert {p["owner_domain"]: p["content_id_prefixes"] for p in result.manifest["publishers"]} == {
+        o["domain"]: o["content_id_prefixes"] for o in registry.to_document()["owners"]
+    }
+    # content_id-only events (cached groundings whose URL was not preserved) exist and are
+    # attributed: every owner "" row left is OA commerce (product ids) or keyless
+    doc_events, _ = _ingest_documents(out, result.manifest)
+    url_less = [e for e in doc_events if e.content_id and not e.owner_domain]
+    assert url_less and all(registry.resolve(e.content_id or "") for e in url_less)
+    content_ids = {a.content_id for p in world.publishers for a in p.articles}
+    unowned = [k for k in result.truth.nonzero() if k.owner_domain == ""]
+    assert all(k.content_key not in content_ids for k in unowned)
+    owned_by_prefix = {k for k in result.truth.nonzero() if k.content_key in {e.content_id for e in url_less}}
+    assert owned_by_prefix and all(k.owner_domain for k in owned_by_prefix)

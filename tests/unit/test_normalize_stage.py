@@ -10,6 +10,7 @@ from processors import normalize
 from processors.normalize import Breaker, BreakerTripped, normalize_message
 from schemas import dlq
 from schemas.codec import dumps, loads
+from schemas.owners import OwnerRegistry
 
 SID = "550e8400-e29b-41d4-a716-446655440000"
 CTI = "770e8400-e29b-41d4-a716-446655440300"
@@ -154,3 +155,99 @@ def test_breaker_tolerates_half_and_rolls_its_window() -> None:
         b.record(False, "y")  # 20 of the last 40
     with pytest.raises(BreakerTripped):
         b.record(False, "y")  # 21 of 40
+
+
+# --- content owner resolution by content_id prefix (CT 0.1 section 7.3) -----------------------------
+OWNERS = OwnerRegistry.from_owners(
+    [("wirecutter.com", ["wirecutter:"]), ("ft.com", ["ft:"]), ("nytimes.com", ["wirecutter:archive:"])]
+)
+
+
+def cached_session_doc() -> bytes:
+    """CT B.3-like: a cached grounding without URL, a URL event with a foreign content_id, others."""
+    events: list[dict[str, object]] = [
+        {
+            "type": "content_grounded",
+            "timestamp": "2026-03-28T09:00:00Z",
+            "content_id": "ft:abc123",
+            "data": {"scope": "session", "cached": True},
+        },
+        {  # URL owner wins over a registered content_id prefix of another owner
+            "type": "content_cited",
+            "timestamp": "2026-03-28T09:00:05Z",
+            "content_url": URL,
+            "content_id": "ft:abc123",
+        },
+        {"type": "content_cited", "timestamp": "2026-03-28T09:00:06Z", "content_id": "wirecutter:archive:9"},
+        {"type": "content_displayed", "timestamp": "2026-03-28T09:00:07Z", "content_id": "wirecutter:x"},
+        {"type": "content_displayed", "timestamp": "2026-03-28T09:00:08Z", "content_id": "unknown:1"},
+        {  # a retrieval with no URL: RETRIEVALS gets the resolved owner too
+            "type": "content_retrieved",
+            "timestamp": "2026-03-28T09:00:09Z",
+            "source_role": "agent",
+            "content_telemetry_id": CTI,
+            "content_id": "ft:abc123",
+        },
+    ]
+    return dumps(
+        {
+            "schema_version": "0.1",
+            "session_id": SID,
+            "agent_id": "copilot-v3",
+            "started_at": "2026-03-28T09:00:00Z",
+            "events": events,
+        }
+    )
+
+
+def _owners_of(out: normalize.Normalized) -> list[str | None]:
+    _, events = normalize.decode_envelope(out.events[0][1])
+    return [e.get("owner_domain") for e in events]
+
+
+def test_without_a_registry_content_id_only_events_have_no_owner() -> None:
+    out = normalize_message(cached_session_doc())
+    assert _owners_of(out) == [None, "wirecutter.com", None, None, None, None]
+    assert out.owners_resolved == 0
+    assert normalize_message(cached_session_doc(), owners=OwnerRegistry()).events == out.events
+
+
+def test_registry_resolves_content_id_only_events_and_never_overrides_url_owners() -> None:
+    plain = normalize_message(cached_session_doc())
+    out = normalize_message(cached_session_doc(), owners=OWNERS)
+    assert _owners_of(out) == ["ft.com", "wirecutter.com", "nytimes.com", "wirecutter.com", None, "ft.com"]
+    assert out.owners_resolved == 4 and out.event_count == plain.event_count == 6
+    ((_, retrieval),) = out.retrievals
+    assert loads(retrieval)["owner_domain"] == "ft.com"
+    # only owner_domain changed: same keys, same event ids, same everything else
+    assert [k for k, _ in out.events] == [k for k, _ in plain.events]
+    _, with_reg = normalize.decode_envelope(out.events[0][1])
+    _, without = normalize.decode_envelope(plain.events[0][1])
+    for a, b in zip(with_reg, without, strict=True):
+        assert {k: v for k, v in a.items() if k != "owner_domain"} == {
+            k: v for k, v in b.items() if k != "owner_domain"
+        }
+
+
+def test_registry_applies_to_sessionless_events_and_keeps_url_owners() -> None:
+    ev = {
+        "type": "content_retrieved",
+        "timestamp": "2026-01-15T10:30:01Z",
+        "source_role": "index",
+        "content_telemetry_id": CTI,
+        "content_id": "wirecutter:best-wireless-headphones-2026",
+    }
+    doc = dumps({"document_type": "event", "schema_version": "0.1", "event": ev})
+    out = normalize_message(doc, owners=OWNERS)
+    assert out.events[0][1].startswith(normalize.SESSIONLESS_PREFIX)
+    assert _owners_of(out) == ["wirecutter.com"]
+    assert loads(out.retrievals[0][1])["owner_domain"] == "wirecutter.com"
+    edge = normalize_message(edge_event(), owners=OWNERS)  # URL only: untouched
+    assert edge.owners_resolved == 0 and edge.events == normalize_message(edge_event()).events
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_with_a_registry(raw: bytes) -> None:
+    out = normalize_message(raw, owners=OWNERS)
+    assert (out.dead_letter is None) or (out.events == [] and out.retrievals == [])

@@ -1,0 +1,95 @@
+"""A batch a stage cannot process is retried, then parked - never acknowledged unprocessed.
+
+(Faust's ``take_events`` acknowledges a batch when the agent leaves it, also by an exception;
+``processors.app`` must therefore never leave a batch it did not process.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from processors import app as stage_app
+from processors.app import Health, StateStage, send_reliably
+
+
+class FakeApp:
+    def __init__(self, assigned: set[Any]) -> None:
+        self.log = logging.getLogger("fake-app")
+        self.conf = SimpleNamespace(stream_wait_empty=True)
+        self.rebalancing = False
+        self.in_recovery = False
+        self.assignor = SimpleNamespace(assigned_actives=lambda: assigned)
+        self.sent: list[tuple[Any, ...]] = []
+        self.failures_left = 0
+
+        async def send(*args: Any) -> None:
+            if self.failures_left:
+                self.failures_left -= 1
+                raise RuntimeError("broker went away")
+            self.sent.append(args)
+
+        self.producer = SimpleNamespace(send=send)
+
+
+def _msg(partition: int) -> Any:
+    return SimpleNamespace(tp=("t", partition), partition=partition)
+
+
+class FakeStage:
+    """Just what ``StateStage._process_reliably`` uses."""
+
+    name = "fake"
+
+    def __init__(self, app: FakeApp, failures: int) -> None:
+        self.app = app
+        self.lock = asyncio.Lock()
+        self.failed: BaseException | None = None
+        self.calls: list[list[Any]] = []
+        self.failures = failures
+
+    async def process(self, msgs: list[Any], now: float) -> None:
+        self.calls.append(list(msgs))
+        if len(self.calls) <= self.failures:
+            raise OSError("store closed")
+
+
+async def test_a_failing_batch_is_retried_without_the_partitions_lost_meanwhile() -> None:
+    app = FakeApp(assigned={("t", 0)})  # partition 1 went to another worker meanwhile
+    stage = FakeStage(app, failures=2)
+    msgs = [_msg(0), _msg(1), _msg(0)]
+    await StateStage._process_reliably(stage, msgs)  # type: ignore[arg-type]
+    assert len(stage.calls) == 3 and stage.calls[0] == msgs
+    assert all(m.partition == 0 for m in stage.calls[-1]) and len(stage.calls[-1]) == 2
+    assert stage.failed is None
+
+
+async def test_a_batch_that_keeps_failing_is_parked_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stage_app, "RETRY_FOR", 0.0)
+    app = FakeApp(assigned={("t", 0)})
+    stage = FakeStage(app, failures=10**9)
+    task = asyncio.ensure_future(StateStage._process_reliably(stage, [_msg(0)]))  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)
+    assert not task.done()  # parked: it never returns, so take_events never acknowledges the batch
+    assert isinstance(stage.failed, OSError) and app.conf.stream_wait_empty is False
+    task.cancel()
+
+
+async def test_sends_are_retried_in_order_then_parked(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = FakeApp(assigned=set())
+    app.failures_left = 2
+    health = Health()
+    sends = [("a", None, b"1", 0), ("b", b"k", b"2", None)]
+    await send_reliably(app, "normalize", sends, health)  # type: ignore[arg-type]
+    assert [s[:3] for s in app.sent] == [("a", None, b"1"), ("b", b"k", b"2")] and health.failed is None
+
+    monkeypatch.setattr(stage_app, "RETRY_FOR", 0.0)
+    app.failures_left = 10**9
+    task = asyncio.ensure_future(send_reliably(app, "normalize", sends, health))  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)
+    assert not task.done() and isinstance(health.failed, RuntimeError)
+    task.cancel()
