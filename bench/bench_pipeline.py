@@ -1028,7 +1028,10 @@ def main() -> None:
         if broker is not None:
             broker.stop()
         results["uptime_end"] = uptime()
-        if not a.keep:
+        inexact = "peak" in results and not results["peak"].get("exact_vs_truth", True)
+        if inexact:
+            print(f"NOT EXACT: work dir (worker log, broker data) kept: {tmp}", flush=True)
+        if not a.keep and not inexact:
             shutil.rmtree(tmp, ignore_errors=True)
         if a.json_out:
             a.json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2, default=str))
