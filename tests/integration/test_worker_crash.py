@@ -176,6 +176,45 @@ class Worker:
             self.proc.wait(10)
 
 
+def sink_then_read(env: dict[str, str], group: str, clickhouse_url: str) -> tuple[dict[str, Any], str]:
+    """``ctpipe sink --until-caught-up``, then the reader: each its own process, one after the
+    other (embedded ClickHouse opens in one process at a time, never in pytest's). Returns the
+    reader's result (``rows``, counts) and the sink's stderr tail."""
+    sink_cmd = [sys.executable, "-m", "ctpipe.cli", "sink", "--until-caught-up", "--timeout", "60"]
+    sink = subprocess.run(
+        [*sink_cmd, "--group", group, "--batch-seconds", "0.2"],
+        env={**env, "CTPIPE_LOG_LEVEL": "WARNING"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sink.returncode == 0, sink.stdout + sink.stderr[-3000:]
+    reader = subprocess.run(
+        [sys.executable, "-c", READER, clickhouse_url], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert reader.returncode == 0, reader.stderr[-3000:]
+    result: dict[str, Any] = json.loads(reader.stdout.strip().splitlines()[-1])
+    return result, sink.stderr.strip()[-300:]
+
+
+def assert_exact(result: dict[str, Any], truth: dict[Any, Any], dead_letters: int, context: str) -> None:
+    """Every funnel row equals the truth; no dead letters; no contribution stored twice."""
+    stored = {tuple(k): v for k, v in result["rows"]}
+    mismatches = [
+        f"{dict(zip(KEY_FIELDS, key, strict=True))}: stored {stored.get(key)} expected {truth.get(key)}"
+        for key in sorted(set(stored) | set(truth))
+        if stored.get(key) != truth.get(key)
+    ]
+    assert not mismatches, f"{len(mismatches)} of {len(truth)} rows differ ({context}):\n" + "\n".join(
+        mismatches[:20]
+    )
+    assert stored == truth
+    assert dead_letters == 0, context
+    assert result["contributions"] == result["contribution_ids"], context  # none stored twice
+    assert result["event_ids"] > 1000
+
+
 def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
     infra: Infra, unique: str, tmp_path: Path
 ) -> None:
@@ -260,39 +299,11 @@ def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
         probe.close()
     dead_letters = message_count(infra.bootstrap, topics["dlq"])
 
-    # -- sink, then the reader: each its own process, one after the other ---------------------------
-    sink_cmd = [sys.executable, "-m", "ctpipe.cli", "sink", "--until-caught-up", "--timeout", "60"]
-    sink = subprocess.run(
-        [*sink_cmd, "--group", f"{unique}-sink", "--batch-seconds", "0.2"],
-        env={**env, "CTPIPE_LOG_LEVEL": "WARNING"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert sink.returncode == 0, sink.stdout + sink.stderr[-3000:]
-    reader = subprocess.run(
-        [sys.executable, "-c", READER, clickhouse_url], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert reader.returncode == 0, reader.stderr[-3000:]
-    result: dict[str, Any] = json.loads(reader.stdout.strip().splitlines()[-1])
-    stored = {tuple(k): v for k, v in result["rows"]}
-
+    result, sink_tail = sink_then_read(env, f"{unique}-sink", clickhouse_url)
     context = (
         f"raw {total} (lag {lag_at_kill_1} at kill #1); funnel messages {funnel_at_raw_done} at RAW "
-        f"done, {funnel_at_kill_2} at kill #2, {funnel_final} final; {sink.stderr.strip()[-300:]}"
+        f"done, {funnel_at_kill_2} at kill #2, {funnel_final} final; {sink_tail}"
     )
-    mismatches = [
-        f"{dict(zip(KEY_FIELDS, key, strict=True))}: stored {stored.get(key)} expected {truth.get(key)}"
-        for key in sorted(set(stored) | set(truth))
-        if stored.get(key) != truth.get(key)
-    ]
-    assert not mismatches, f"{len(mismatches)} of {len(truth)} rows differ ({context}):\n" + "\n".join(
-        mismatches[:20]
-    )
-    assert stored == truth
-    assert dead_letters == 0, context
-    assert result["contributions"] == result["contribution_ids"], context  # none stored twice
-    assert result["event_ids"] > 1000
+    assert_exact(result, truth, dead_letters, context)
     print(f"worker crash: {context}; {time.monotonic() - started:.1f} s")
     assert time.monotonic() - started < 120, context

@@ -26,7 +26,6 @@ offset API) are those of ``test_worker_crash`` (see its docstring), whose helper
 from __future__ import annotations
 
 import ast
-import json
 import re
 import signal
 import subprocess
@@ -44,17 +43,17 @@ from ctpipe.demo import expected_rows, publish_workload
 from ctpipe.settings import Settings
 from deploy.kafka.topics import ensure_topics, message_count
 from producers.generator import GeneratorConfig, generate
-from schemas.funnel import KEY_FIELDS
 from schemas.topics import ALL, RAW
 from tests.infra import Infra
 from tests.integration.test_worker_crash import (
-    READER,
     READY,
     REPO,
     TICK,
     Probe,
     Worker,
     _env,
+    assert_exact,
+    sink_then_read,
 )
 
 pytestmark = pytest.mark.integration
@@ -262,36 +261,8 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
         probe.close()
     dead_letters = message_count(infra.bootstrap, topics["dlq"])
 
-    # -- sink, then the reader: each its own process, one after the other ---------------------------
-    sink_cmd = [sys.executable, "-m", "ctpipe.cli", "sink", "--until-caught-up", "--timeout", "60"]
-    sink = subprocess.run(
-        [*sink_cmd, "--group", f"{unique}-sink", "--batch-seconds", "0.2"],
-        env={**env_a, "CTPIPE_LOG_LEVEL": "WARNING"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert sink.returncode == 0, sink.stdout + sink.stderr[-3000:]
-    reader = subprocess.run(
-        [sys.executable, "-c", READER, clickhouse_url], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert reader.returncode == 0, reader.stderr[-3000:]
-    result: dict[str, Any] = json.loads(reader.stdout.strip().splitlines()[-1])
-    stored = {tuple(k): v for k, v in result["rows"]}
-
-    context = f"raw {total}; funnel messages {funnel_final}; " + "; ".join(notes)
-    mismatches = [
-        f"{dict(zip(KEY_FIELDS, key, strict=True))}: stored {stored.get(key)} expected {truth.get(key)}"
-        for key in sorted(set(stored) | set(truth))
-        if stored.get(key) != truth.get(key)
-    ]
-    assert not mismatches, f"{len(mismatches)} of {len(truth)} rows differ ({context}):\n" + "\n".join(
-        mismatches[:20]
-    )
-    assert stored == truth
-    assert dead_letters == 0, context
-    assert result["contributions"] == result["contribution_ids"], context  # none stored twice
-    assert result["event_ids"] > 1000
+    result, sink_tail = sink_then_read(env_a, f"{unique}-sink", clickhouse_url)
+    context = f"raw {total}; funnel messages {funnel_final}; {sink_tail}; " + "; ".join(notes)
+    assert_exact(result, truth, dead_letters, context)
     print(f"worker scale-out: {context}; {time.monotonic() - started:.1f} s")
     assert time.monotonic() - started < 120, context
