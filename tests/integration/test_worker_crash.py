@@ -215,21 +215,31 @@ def assert_exact(result: dict[str, Any], truth: dict[Any, Any], dead_letters: in
     assert result["event_ids"] > 1000
 
 
-def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
-    infra: Infra, unique: str, tmp_path: Path
-) -> None:
-    started = time.monotonic()
+def published_workload(
+    infra: Infra, unique: str, tmp_path: Path, seed: int, sessions: int
+) -> tuple[Path, dict[Any, Any], dict[str, str], int, int]:
+    """A simulated workload published to RAW on fresh topics: (directory, truth, topic names,
+    documents, log events)."""
     workload = tmp_path / "workload"
-    generate(GeneratorConfig(seed=SEED, sessions=SESSIONS), out=workload)
+    generate(GeneratorConfig(seed=seed, sessions=sessions), out=workload)
     truth = expected_rows(workload)
     assert truth is not None and len(truth) > 500
-
     topics = {t.name.rsplit(".", 1)[-1]: t.namespaced(unique).name for t in ALL}
     ensure_topics(infra.bootstrap, [t.namespaced(unique) for t in ALL])
     publisher = Settings(  # type: ignore[call-arg]
         _env_file=None, kafka_bootstrap=infra.bootstrap, topic_namespace=unique, data_dir=tmp_path / "pub"
     )
     documents, log_events = publish_workload(publisher, workload, topics["raw"])
+    return workload, truth, topics, documents, log_events
+
+
+def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
+    infra: Infra, unique: str, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    workload, truth, topics, documents, log_events = published_workload(
+        infra, unique, tmp_path, SEED, SESSIONS
+    )
 
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=crash"
     env = {

@@ -39,11 +39,8 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from ctpipe.demo import expected_rows, publish_workload
-from ctpipe.settings import Settings
-from deploy.kafka.topics import ensure_topics, message_count
-from producers.generator import GeneratorConfig, generate
-from schemas.topics import ALL, RAW
+from deploy.kafka.topics import message_count
+from schemas.topics import RAW
 from tests.infra import Infra
 from tests.integration.test_worker_crash import (
     READY,
@@ -53,6 +50,7 @@ from tests.integration.test_worker_crash import (
     Worker,
     _env,
     assert_exact,
+    published_workload,
     sink_then_read,
 )
 
@@ -144,17 +142,9 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
     infra: Infra, unique: str, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    workload = tmp_path / "workload"
-    generate(GeneratorConfig(seed=SEED, sessions=SESSIONS), out=workload)
-    truth = expected_rows(workload)
-    assert truth is not None and len(truth) > 500
-
-    topics = {t.name.rsplit(".", 1)[-1]: t.namespaced(unique).name for t in ALL}
-    ensure_topics(infra.bootstrap, [t.namespaced(unique) for t in ALL])
-    publisher = Settings(  # type: ignore[call-arg]
-        _env_file=None, kafka_bootstrap=infra.bootstrap, topic_namespace=unique, data_dir=tmp_path / "pub"
+    workload, truth, topics, documents, log_events = published_workload(
+        infra, unique, tmp_path, SEED, SESSIONS
     )
-    documents, log_events = publish_workload(publisher, workload, topics["raw"])
 
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=scale"
     owners = {"CTPIPE_OWNER_REGISTRY": str(workload / "owners.json")}  # as the truth attributes content ids
