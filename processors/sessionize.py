@@ -5,10 +5,12 @@ naming its session key ``s`` (session_id, else ctx_token). Envelopes without a s
 (edge/origin retrievals) are not sessionized.
 
 State: a changelog-backed Faust table (``rocksdb://`` with the rocksdict driver in the worker)
-keyed by session key. Value = one orjson document (``SessionState``): the session's events as
-compact lists (``processors.aggregate.SEvent``; ``retrieved`` events only by id, they count in
-``processors.correlate``), every seen event id (dedupe), merged header facts, last activity
-(processing time), revision, what was emitted so far, and the close decision.
+keyed by session key. Value = one orjson document (``SessionState``): the session's recent events
+as compact lists (``processors.aggregate.SEvent``; ``retrieved`` events only by id, they count in
+``processors.correlate``) and their ids (dedupe), merged header facts, last activity (processing
+time), revision, what was emitted so far, and the close decision. Every ``CHUNK_EVENTS`` ids the
+recent events and ids are sealed into a chunk (``seal``, key ``chunk_key(session, n)``), written
+once: a long session does not rewrite all its events on every batch that touches it.
 
 Sessions are reconstructed from session documents, standalone events and batches alike (CT
 5.7.4, 7.1). A session closes when a header said it ended (``ended_at``, an OA /session/end)
@@ -27,7 +29,7 @@ an input redelivery is deduplicated by the sink; duplicate input events are drop
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +59,9 @@ def new_state(key: str, partition: int) -> dict[str, Any]:
     return {
         "k": key,
         "p": partition,
-        "ev": [],  # SEvent lists (non-retrieved events)
-        "ids": [],  # every seen event id
+        "ev": [],  # SEvent lists (non-retrieved events) not yet sealed into a chunk
+        "ids": [],  # event ids not yet sealed into a chunk
+        "nc": 0,  # sealed chunks (``chunk_key``): older events and ids, written once each
         "dup": 0,
         "late": 0,
         "h": {},  # merged header facts
@@ -158,8 +161,8 @@ def apply(
 
 
 def deadline(state: Mapping[str, Any], cfg: SessionizeConfig) -> float | None:
-    """When the timer must look at this state next (None: never, a tombstone)."""
-    if state.get("tomb"):
+    """When the timer must look at this state next (None: never, a tombstone or a chunk)."""
+    if state.get("tomb") or state.get("chunk"):
         return None
     if state["closed"]:
         return float(state["closed_at"]) + cfg.lateness
@@ -176,9 +179,12 @@ class Closed:
     record: SessionRecord
 
 
-def close(state: dict[str, Any], now: float, closed_by: str) -> Closed:
-    """Close a session: revision+1, emit (new totals - emitted totals) and the session record."""
-    events = [SEvent(*e) for e in state["ev"]]
+def close(
+    state: dict[str, Any], now: float, closed_by: str, chunks: Sequence[Mapping[str, Any]] = ()
+) -> Closed:
+    """Close a session: revision+1, emit (new totals - emitted totals) and the session record.
+    ``chunks``: the session's sealed chunks, in order (``seal``)."""
+    events = [SEvent(*e) for c in chunks for e in c["ev"]] + [SEvent(*e) for e in state["ev"]]
     h = state["h"]
     rows = aggregate.session_contributions(
         events,
@@ -201,7 +207,7 @@ def close(state: dict[str, Any], now: float, closed_by: str) -> Closed:
         started_at=h.get("started_at"),
         ended_at=h.get("ended_at"),
         closed_by=closed_by,
-        event_count=len(state["ids"]),
+        event_count=len(state["ids"]) + sum(len(c["ids"]) for c in chunks),
         late_events=state["late"],
         duplicate_events=state["dup"],
         turns=summary.turns,
@@ -231,7 +237,13 @@ def tombstone(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"k": state["k"], "p": state["p"], "rev": state["rev"], "tomb": True}
 
 
-def step(state: dict[str, Any], now: float, cfg: SessionizeConfig, drain: bool) -> tuple[Any, Closed | None]:
+def step(
+    state: dict[str, Any],
+    now: float,
+    cfg: SessionizeConfig,
+    drain: bool,
+    chunks: Sequence[Mapping[str, Any]] = (),
+) -> tuple[Any, Closed | None]:
     """What the timer does to one state: (new state or None if unchanged, close outputs)."""
     if state.get("tomb"):
         return None, None
@@ -240,12 +252,37 @@ def step(state: dict[str, Any], now: float, cfg: SessionizeConfig, drain: bool) 
             return tombstone(state), None
         return None, None
     if drain:
-        return state, close(state, now, "drain")
+        return state, close(state, now, "drain", chunks)
     if state["h"].get("ended") and now >= state["la"] + cfg.end_grace:
-        return state, close(state, now, "ended")
+        return state, close(state, now, "ended", chunks)
     if now >= state["la"] + cfg.inactivity_timeout:
-        return state, close(state, now, "inactivity")
+        return state, close(state, now, "inactivity", chunks)
     return None, None
+
+
+#: Events per sealed chunk of a session's state (``seal``).
+CHUNK_EVENTS = 64
+
+
+def chunk_key(key: bytes, n: int) -> bytes:
+    """Table key of chunk ``n`` of session ``key`` (session keys never contain NUL: ``items``)."""
+    return key + b"\x00" + str(n).encode()
+
+
+def seal(state: dict[str, Any], limit: int = CHUNK_EVENTS) -> dict[str, Any] | None:
+    """Move the pending events and ids of a state into a chunk once there are ``limit`` ids.
+
+    Why: the state is written to its changelog on every batch that touches the session; without
+    chunks a long session (deep research: hundreds of events over many batches) rewrites all its
+    events every time - changelog bytes quadratic in the session's length. A chunk is written
+    once; the state keeps only what came since. Returns the chunk (to store under
+    ``chunk_key(key, state["nc"] - 1)``) or None."""
+    if state.get("tomb") or len(state["ids"]) < limit:
+        return None
+    chunk = {"k": state["k"], "p": state["p"], "chunk": True, "ev": state["ev"], "ids": state["ids"]}
+    state["ev"], state["ids"] = [], []
+    state["nc"] = state.get("nc", 0) + 1
+    return chunk
 
 
 @dataclass(slots=True)
@@ -311,7 +348,22 @@ class Sessionizer(StateStage):
                     continue  # a session-less envelope among session ones: nothing to do here
                 sends.append(self.dead_letter(msg, "malformed envelope: no session key", orjson.dumps(env)))
                 continue
+            if "\x00" in skey:  # chunk keys use NUL (chunk_key)
+                reason = "malformed envelope: NUL in session key"
+                sends.append(self.dead_letter(msg, reason, orjson.dumps(env)))
+                continue
             out.append((skey.encode(), env))
+        return out
+
+    def _chunks(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The sealed chunks of a state, in order (inside the state's ``partition_scope``)."""
+        key = str(state["k"]).encode()
+        out: list[dict[str, Any]] = []
+        for n in range(int(state.get("nc", 0))):
+            raw = self.table.get(chunk_key(key, n))
+            if raw is None:  # cannot happen: a chunk is stored before the state that counts it
+                raise RuntimeError(f"session {state['k']!r}: chunk {n} missing")
+            out.append(orjson.loads(raw))
         return out
 
     def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
@@ -320,6 +372,9 @@ class Sessionizer(StateStage):
     def apply_items(self, state: dict[str, Any], items: list[Item], now: float, sends: list[Send]) -> bool:
         st = self.stats
         seen = set(state.get("ids") or ())
+        if state.get("nc"):
+            for sealed in self._chunks(state):
+                seen.update(sealed["ids"])
         changed = False
         for msg, env in items:
             try:
@@ -339,13 +394,23 @@ class Sessionizer(StateStage):
             if state["rev"] >= 0:
                 st.late_events += res.new
             changed = changed or res.new > 0 or res.reopened or header is not None
+        chunk = seal(state)
+        if chunk is not None:  # stored before the state that counts it (the caller stores that)
+            self.table[chunk_key(str(state["k"]).encode(), state["nc"] - 1)] = orjson.dumps(chunk)
         return changed
 
     def deadline(self, state: dict[str, Any]) -> float | None:
         return deadline(state, self.config)
 
     def step(self, state: dict[str, Any], now: float, drain: bool) -> tuple[Any, list[Send]]:
-        new, closed = step(state, now, self.config, drain)
+        nc = int(state.get("nc", 0)) if not state.get("tomb") else 0
+        needs_chunks = nc and not state["closed"]
+        new, closed = step(state, now, self.config, drain, self._chunks(state) if needs_chunks else ())
+        if new is not None and new.get("tomb") and nc:
+            key = str(state["k"]).encode()
+            for n in range(nc):  # the session is final: its chunks go with it
+                if self.table.get(chunk_key(key, n)) is not None:
+                    del self.table[chunk_key(key, n)]
         if closed is None:
             return new, []
         self.stats.closed += 1

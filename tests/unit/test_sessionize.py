@@ -178,3 +178,42 @@ def test_header_merge_keeps_first_identity_widest_times_latest_outcome() -> None
     assert h["agent_id"] == "a" and h["started_at"] == "2026-01-15T10:29:00Z"
     assert sessionize.merge_header(h, {"outcome_type": "conversion", "outcome_value_minor": 5})
     assert h["outcome_value_minor"] == 5 and h["user_segments"] == ["x", "y"] and "ended" not in h
+
+
+def test_a_session_sealed_into_chunks_closes_exactly_like_one_in_a_single_state() -> None:
+    batches = [
+        [e("turn_started", "30:00", None), e("content_grounded", "30:01", scope="session")],
+        [e("content_retrieved", "30:01"), e("content_cited", "30:05"), e("content_displayed", "30:06")],
+        [e("turn_started", "31:00", None), e("content_grounded", "31:01", URL_B)],
+        [
+            e("content_cited", "31:05", URL_B),
+            e("content_engaged", "31:09", URL_B, engagement_type="link_click"),
+        ],
+    ]
+    envelopes = [envelope(b, agent_id="bot") for b in batches]
+    whole, chunked = fresh(), fresh()
+    chunks: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, (h, evs) in enumerate(envelopes):
+        apply(whole, h, evs, now=10.0 + i)
+        apply(chunked, h, evs, now=10.0 + i, seen=seen)
+        sealed = sessionize.seal(chunked, limit=2)
+        if sealed is not None:
+            chunks.append(loads(dumps(sealed)))  # as stored and read back
+    # a redelivered envelope is still a duplicate although its ids live in a sealed chunk
+    assert apply(chunked, *envelopes[0], now=20.0, seen=seen).duplicates == 2
+    assert chunked["nc"] == len(chunks) == 4 and chunked["ids"] == [] and len(whole["ids"]) == 9
+    assert sessionize.seal(chunked, limit=2) is None
+    a = close(whole, 50.0, "drain")
+    b = close(chunked, 50.0, "drain", chunks)
+    assert total(a.deltas) == total(b.deltas) and a.deltas == b.deltas
+    assert a.record.model_copy(update={"duplicate_events": 0}) == b.record.model_copy(
+        update={"duplicate_events": 0}
+    )
+    assert b.record.event_count == 9
+    assert deadline(chunks[0], CFG) is None  # the timer never looks at a chunk
+    assert sessionize.chunk_key(SID.encode(), 3) == SID.encode() + b"\x003"
+
+
+def test_a_tombstone_is_never_sealed() -> None:
+    assert sessionize.seal(sessionize.tombstone(fresh()), limit=1) is None
