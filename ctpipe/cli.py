@@ -376,6 +376,7 @@ def worker(
         lateness=s.worker_lateness,
         correlation_window=s.worker_correlation_window,
         max_invalid_ratio=s.worker_max_invalid_ratio,
+        batch_size=s.worker_batch_size,
         drain_after_idle=drain_after_idle,
         store=store,
     )

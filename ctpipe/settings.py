@@ -89,6 +89,9 @@ class Settings(BaseSettings):
         gt=0,
         description="s after a Content-Telemetry-ID's first observation before it closes.",
     )
+    worker_batch_size: int = Field(
+        default=2000, ge=1, description="Messages a stage takes from Kafka per batch (take_events)."
+    )
     worker_max_invalid_ratio: float = Field(
         default=0.5,
         gt=0,

@@ -116,40 +116,52 @@ class Health:
         self.failed: BaseException | None = None
 
 
+class Backoff:
+    """Retry pacing of a batch: 0.1 s doubling to 2 s; after ``RETRY_FOR`` seconds the batch is
+    parked (``park_unacknowledged``) and ``failed`` never returns."""
+
+    def __init__(self, app: faust.App, stage: str, health: Health) -> None:
+        self.app, self.stage, self.health = app, stage, health
+        self.delay = 0.1
+        self.give_up = time.monotonic() + RETRY_FOR
+
+    async def failed(self, exc: BaseException) -> None:
+        if time.monotonic() >= self.give_up:
+            await park_unacknowledged(self.app, self.stage, exc, self.health)
+        self.app.log.warning("%s: batch failed, retrying in %.1f s: %r", self.stage, self.delay, exc)
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, 2.0)
+
+
 async def send_reliably(
     app: faust.App, stage: str, sends: list[tuple[str, bytes | None, bytes, int | None]], health: Health
 ) -> None:
     """Enqueue (topic, key, value, partition) messages on the app's producer, retrying a failing
-    send with backoff for ``RETRY_FOR`` seconds, then parking the batch (``park_unacknowledged``)."""
+    send (``Backoff``)."""
     producer = app.producer
+    backoff = Backoff(app, stage, health)
     i = 0
-    delay = 0.1
-    give_up = time.monotonic() + RETRY_FOR
     while i < len(sends):
         topic, key, value, partition = sends[i]
         try:
             await producer.send(topic, key, value, partition, None, None)
             i += 1
         except Exception as exc:
-            if time.monotonic() >= give_up:
-                await park_unacknowledged(app, stage, exc, health)
-            app.log.warning("%s: send failed, retrying in %.1f s: %r", stage, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await backoff.failed(exc)
 
 
-async def park_unacknowledged(app: faust.App, stage: str, exc: BaseException, holder: Any) -> None:
+async def park_unacknowledged(app: faust.App, stage: str, exc: BaseException, health: Health) -> None:
     """A batch failed: never let it be acknowledged. Park this agent forever.
 
     Faust's ``take_events`` acknowledges a batch when the agent leaves it - also when it leaves
     by an exception - and the consumer then commits the offsets of messages that were never
     processed (lost). Parked, the batch stays unacknowledged, so its offsets are never
-    committed. ``holder.failed`` tells the host, which must then end the process WITHOUT a
+    committed. ``health.failed`` tells the host, which must then end the process WITHOUT a
     graceful Faust stop (that would close the generator, acknowledge and commit the batch):
     ``ctpipe worker`` exits at once, and a restart reprocesses the batch (at-least-once; every
     effect is idempotent).
     """
-    holder.failed = exc
+    health.failed = exc
     app.log.critical("%s: a batch failed and was NOT acknowledged; the worker must exit: %r", stage, exc)
     app.conf.stream_wait_empty = False  # a stop must not wait for this batch
     await asyncio.Event().wait()
@@ -219,7 +231,7 @@ class StateStage:
         self._drain_requested = False
         self._drained = asyncio.Event()
         self._assigned: frozenset[Any] | None = None
-        self.failed: BaseException | None = None  # set when a batch could not be processed
+        self.health = Health()  # .failed: set when a batch could not be processed
         source = app.topic(source_topic, key_serializer="raw", value_serializer="raw")
 
         @app.agent(source, name=f"ctpipe-{self.name}")
@@ -273,19 +285,14 @@ class StateStage:
         deduplicated in state) and re-emitted outputs carry the same ids. After ``RETRY_FOR``
         seconds the batch is parked unacknowledged and the worker must exit
         (``park_unacknowledged``): leaving the batch would acknowledge it unprocessed."""
-        delay = 0.1
-        give_up = time.monotonic() + RETRY_FOR
+        backoff = Backoff(self.app, self.name, self.health)
         while True:
             try:
                 async with self.lock:
                     await self.process(msgs, time.time())
                 return
             except Exception as exc:
-                if time.monotonic() >= give_up:
-                    await park_unacknowledged(self.app, self.name, exc, self)
-                self.app.log.warning("%s: batch failed, retrying in %.1f s: %r", self.name, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.failed(exc)
                 while busy(self.app):
                     await asyncio.sleep(0.1)
                 assigned = assigned_partitions(self.app)
@@ -319,8 +326,11 @@ class StateStage:
         if old is None or old[0] != due:
             heapq.heappush(self._heap, (due, key))
             if len(self._heap) > 2 * len(self.index) + 1024:  # stale entries: compact
-                self._heap = [(d, k) for k, (d, _p) in self.index.items()]
-                heapq.heapify(self._heap)
+                self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [(d, k) for k, (d, _p) in self.index.items()]
+        heapq.heapify(self._heap)
 
     def _due(self, now: float, drain: bool) -> list[tuple[bytes, int]]:
         """Keys whose deadline passed (every indexed key on drain), each once."""
@@ -432,8 +442,7 @@ class StateStage:
                 table[key] = orjson.dumps(new)
             self._schedule(key, self.deadline(new), partition)
         if drain:  # a drain visited every key: the heap was emptied; rebuild it
-            self._heap = [(d, k) for k, (d, _p) in self.index.items()]
-            heapq.heapify(self._heap)
+            self._rebuild_heap()
         if self._drain_requested:
             self._drain_requested = False
             self._drained.set()

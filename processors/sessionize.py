@@ -264,9 +264,9 @@ def step(
 CHUNK_EVENTS = 64
 
 
-def chunk_key(key: bytes, n: int) -> bytes:
-    """Table key of chunk ``n`` of session ``key`` (session keys never contain NUL: ``items``)."""
-    return key + b"\x00" + str(n).encode()
+def chunk_key(session: str, n: int) -> bytes:
+    """Table key of chunk ``n`` of a session (session keys never contain NUL: ``items``)."""
+    return session.encode() + b"\x00" + str(n).encode()
 
 
 def seal(state: dict[str, Any], limit: int = CHUNK_EVENTS) -> dict[str, Any] | None:
@@ -357,10 +357,9 @@ class Sessionizer(StateStage):
 
     def _chunks(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The sealed chunks of a state, in order (inside the state's ``partition_scope``)."""
-        key = str(state["k"]).encode()
         out: list[dict[str, Any]] = []
         for n in range(int(state.get("nc", 0))):
-            raw = self.table.get(chunk_key(key, n))
+            raw = self.table.get(chunk_key(state["k"], n))
             if raw is None:  # cannot happen: a chunk is stored before the state that counts it
                 raise RuntimeError(f"session {state['k']!r}: chunk {n} missing")
             out.append(orjson.loads(raw))
@@ -396,7 +395,7 @@ class Sessionizer(StateStage):
             changed = changed or res.new > 0 or res.reopened or header is not None
         chunk = seal(state)
         if chunk is not None:  # stored before the state that counts it (the caller stores that)
-            self.table[chunk_key(str(state["k"]).encode(), state["nc"] - 1)] = orjson.dumps(chunk)
+            self.table[chunk_key(state["k"], state["nc"] - 1)] = orjson.dumps(chunk)
         return changed
 
     def deadline(self, state: dict[str, Any]) -> float | None:
@@ -407,10 +406,9 @@ class Sessionizer(StateStage):
         needs_chunks = nc and not state["closed"]
         new, closed = step(state, now, self.config, drain, self._chunks(state) if needs_chunks else ())
         if new is not None and new.get("tomb") and nc:
-            key = str(state["k"]).encode()
             for n in range(nc):  # the session is final: its chunks go with it
-                if self.table.get(chunk_key(key, n)) is not None:
-                    del self.table[chunk_key(key, n)]
+                if self.table.get(chunk_key(state["k"], n)) is not None:
+                    del self.table[chunk_key(state["k"], n)]
         if closed is None:
             return new, []
         self.stats.closed += 1

@@ -208,7 +208,7 @@ def failure(app: faust.App) -> BaseException | None:
     for failed in (
         p.breaker.tripped,
         p.normalize_health.failed,
-        *(s.failed for s in (p.sessionizer, p.correlator) if s),
+        *(s.health.failed for s in (p.sessionizer, p.correlator) if s),
     ):
         if failed is not None:
             return failed

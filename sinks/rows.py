@@ -82,6 +82,21 @@ EVENTS_TABLE = Table(
     ),
 )
 
+#: SessionRecord's per-session counters (Int64 columns, range-checked in ``session_row``).
+SESSION_COUNTS = (
+    "event_count",
+    "late_events",
+    "duplicate_events",
+    "turns",
+    "grounded",
+    "cited",
+    "displayed",
+    "engaged",
+    "cited_without_grounded",
+    "displayed_without_cited",
+    "displayed_without_grounded",
+)
+
 # sinks/ddl/0003_sessions.sql - SessionRecord, latest revision wins (ReplacingMergeTree(revision)).
 SESSIONS_TABLE = Table(
     "sessions",
@@ -94,17 +109,7 @@ SESSIONS_TABLE = Table(
         "started_at",
         "ended_at",
         "closed_by",
-        "event_count",
-        "late_events",
-        "duplicate_events",
-        "turns",
-        "grounded",
-        "cited",
-        "displayed",
-        "engaged",
-        "cited_without_grounded",
-        "displayed_without_cited",
-        "displayed_without_grounded",
+        *SESSION_COUNTS,
         "outcome_type",
         "outcome_value_minor",
         "outcome_currency",
@@ -235,19 +240,7 @@ def session_row(record: SessionRecord, received_at: datetime) -> list[Any]:
         "source_formats": list(record.source_formats),
         "emitters": list(record.emitters),
     }
-    for name in (
-        "event_count",
-        "late_events",
-        "duplicate_events",
-        "turns",
-        "grounded",
-        "cited",
-        "displayed",
-        "engaged",
-        "cited_without_grounded",
-        "displayed_without_cited",
-        "displayed_without_grounded",
-    ):
+    for name in SESSION_COUNTS:
         values[name] = _req_int(getattr(record, name), name)
     return [values[c] if c in values else getattr(record, c) for c in SESSIONS_TABLE.columns]
 

@@ -133,6 +133,9 @@ def _env(infra: Infra, namespace: str, data_dir: Path, clickhouse_url: str) -> d
         "CTPIPE_WORKER_INACTIVITY_TIMEOUT": "3",
         "CTPIPE_WORKER_END_GRACE": "0.5",
         "CTPIPE_WORKER_CORRELATION_WINDOW": "3",
+        # small batches: many commits, so a kill lands with RAW partly committed however fast
+        # the worker is (with 2,000-message batches the whole RAW can commit in two steps)
+        "CTPIPE_WORKER_BATCH_SIZE": "100",
         "CTPIPE_LOG_LEVEL": "INFO",  # Faust's "Worker ready" line
         # Faust reads these from the environment: a killed member's partitions go to its
         # successor after 6 s (the broker's minimum session timeout) instead of Faust's 60 s.
@@ -215,31 +218,35 @@ def assert_exact(result: dict[str, Any], truth: dict[Any, Any], dead_letters: in
     assert result["event_ids"] > 1000
 
 
-def published_workload(
+def prepared_workload(
     infra: Infra, unique: str, tmp_path: Path, seed: int, sessions: int
-) -> tuple[Path, dict[Any, Any], dict[str, str], int, int]:
-    """A simulated workload published to RAW on fresh topics: (directory, truth, topic names,
-    documents, log events)."""
+) -> tuple[Path, dict[Any, Any], dict[str, str]]:
+    """A simulated workload and fresh topics for it: (directory, truth, topic names)."""
     workload = tmp_path / "workload"
     generate(GeneratorConfig(seed=seed, sessions=sessions), out=workload)
     truth = expected_rows(workload)
     assert truth is not None and len(truth) > 500
     topics = {t.name.rsplit(".", 1)[-1]: t.namespaced(unique).name for t in ALL}
     ensure_topics(infra.bootstrap, [t.namespaced(unique) for t in ALL])
+    return workload, truth, topics
+
+
+def publish(
+    infra: Infra, unique: str, tmp_path: Path, workload: Path, topics: dict[str, str]
+) -> tuple[int, int]:
+    """Publish the workload to RAW: (documents, log events)."""
     publisher = Settings(  # type: ignore[call-arg]
         _env_file=None, kafka_bootstrap=infra.bootstrap, topic_namespace=unique, data_dir=tmp_path / "pub"
     )
-    documents, log_events = publish_workload(publisher, workload, topics["raw"])
-    return workload, truth, topics, documents, log_events
+    return publish_workload(publisher, workload, topics["raw"])
 
 
 def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
     infra: Infra, unique: str, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    workload, truth, topics, documents, log_events = published_workload(
-        infra, unique, tmp_path, SEED, SESSIONS
-    )
+    workload, truth, topics = prepared_workload(infra, unique, tmp_path, SEED, SESSIONS)
+    documents, log_events = publish(infra, unique, tmp_path, workload, topics)
 
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=crash"
     env = {

@@ -50,7 +50,8 @@ from tests.integration.test_worker_crash import (
     Worker,
     _env,
     assert_exact,
-    published_workload,
+    prepared_workload,
+    publish,
     sink_then_read,
 )
 
@@ -142,9 +143,7 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
     infra: Infra, unique: str, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    workload, truth, topics, documents, log_events = published_workload(
-        infra, unique, tmp_path, SEED, SESSIONS
-    )
+    workload, truth, topics = prepared_workload(infra, unique, tmp_path, SEED, SESSIONS)
 
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}?database=scale"
     owners = {"CTPIPE_OWNER_REGISTRY": str(workload / "owners.json")}  # as the truth attributes content ids
@@ -161,9 +160,6 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
 
     notes: list[str] = []
     try:
-        total = probe.count(raw_topic)
-        assert documents < total < documents + log_events
-
         # -- A and B together: both must own RAW partitions ----------------------------------------
         notes.append(f"workers start at {clock()}")
         a = ScaleWorker(env_a, tmp_path / "worker-a.log")
@@ -180,6 +176,11 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
         notes.append(
             f"split A{sorted(parts_a)} B{sorted(parts_b)} at {clock()}, input lag {probe.lag(inputs)}"
         )
+
+        # The input goes in only now, so both workers have work from their first batch.
+        documents, log_events = publish(infra, unique, tmp_path, workload, topics)
+        total = probe.count(raw_topic)
+        assert documents < total < documents + log_events
 
         # -- B stops cleanly mid-stream: A takes over and recovers B's tables --------------------
         def b_sessionized() -> int:  # EVENTS offsets B committed on its partitions (sessionize)

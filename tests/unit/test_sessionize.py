@@ -212,7 +212,7 @@ def test_a_session_sealed_into_chunks_closes_exactly_like_one_in_a_single_state(
     )
     assert b.record.event_count == 9
     assert deadline(chunks[0], CFG) is None  # the timer never looks at a chunk
-    assert sessionize.chunk_key(SID.encode(), 3) == SID.encode() + b"\x003"
+    assert sessionize.chunk_key(SID, 3) == SID.encode() + b"\x003"
 
 
 def test_a_tombstone_is_never_sealed() -> None:

@@ -48,7 +48,7 @@ class FakeStage:
     def __init__(self, app: FakeApp, failures: int) -> None:
         self.app = app
         self.lock = asyncio.Lock()
-        self.failed: BaseException | None = None
+        self.health = Health()
         self.calls: list[list[Any]] = []
         self.failures = failures
 
@@ -65,7 +65,7 @@ async def test_a_failing_batch_is_retried_without_the_partitions_lost_meanwhile(
     await StateStage._process_reliably(stage, msgs)  # type: ignore[arg-type]
     assert len(stage.calls) == 3 and stage.calls[0] == msgs
     assert all(m.partition == 0 for m in stage.calls[-1]) and len(stage.calls[-1]) == 2
-    assert stage.failed is None
+    assert stage.health.failed is None
 
 
 async def test_a_batch_that_keeps_failing_is_parked_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +75,7 @@ async def test_a_batch_that_keeps_failing_is_parked_and_reported(monkeypatch: py
     task = asyncio.ensure_future(StateStage._process_reliably(stage, [_msg(0)]))  # type: ignore[arg-type]
     await asyncio.sleep(0.3)
     assert not task.done()  # parked: it never returns, so take_events never acknowledges the batch
-    assert isinstance(stage.failed, OSError) and app.conf.stream_wait_empty is False
+    assert isinstance(stage.health.failed, OSError) and app.conf.stream_wait_empty is False
     task.cancel()
 
 
