@@ -19,8 +19,28 @@ import faust
 import orjson
 from faust.streams import _current_event
 
+from processors.output import ChangelogTable, Output
 from schemas import dlq
 from schemas.records import pack
+
+
+class PipelineApp(faust.App):  # type: ignore[misc]
+    """A Faust app whose records and changelog writes go through ``output`` (librdkafka,
+    ``processors.output``); Faust's own producer is flushed after it, before every commit."""
+
+    output: Output
+
+    def _new_producer(self) -> Any:
+        producer = super()._new_producer()
+        faust_flush = producer.flush
+        output = self.output
+
+        async def flush() -> None:
+            await output.flush()  # before Faust commits offsets: see processors.output
+            await faust_flush()
+
+        producer.flush = flush
+        return producer
 
 
 def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> faust.App:
@@ -49,7 +69,9 @@ def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> 
         "autodiscover": False,
     }
     options.update(overrides)
-    return faust.App(app_id, **options)
+    app = PipelineApp(app_id, **options)
+    app.output = Output(bootstrap, client_id=app_id)
+    return app
 
 
 def crash_reason(app: faust.App) -> BaseException | None:
@@ -96,15 +118,21 @@ def partition_scope(topic: str, partition: int) -> Iterator[None]:
 
 
 def state_table(app: faust.App, name: str, partitions: int, help: str = "") -> Any:
-    """A changelog-backed table of raw bytes keyed by raw bytes (values are orjson documents)."""
-    return app.Table(
-        name,
+    """A changelog-backed table of raw bytes keyed by raw bytes (values are orjson documents);
+    its changelog writes go through the app's ``Output``."""
+    table = ChangelogTable(
+        app,
+        name=name,
         default=None,
+        beacon=app.tables.beacon,
         partitions=partitions,
         key_type=bytes,  # -> the "raw" serializer for keys and values (faust.tables.base)
         value_type=bytes,
         help=help or None,
     )
+    table.output = app.output
+    app.output.track(table)
+    return app.tables.add(table)
 
 
 class Health:
@@ -136,18 +164,19 @@ class Backoff:
 async def send_reliably(
     app: faust.App, stage: str, sends: list[tuple[str, bytes | None, bytes, int | None]], health: Health
 ) -> None:
-    """Enqueue (topic, key, value, partition) messages on the app's producer, retrying a failing
-    send (``Backoff``)."""
-    producer = app.producer
+    """Enqueue (topic, key, value, partition) messages on the app's ``Output``, retrying a
+    failing send (``Backoff``). Delivery is awaited by the flush before Faust's next commit."""
+    output = app.output
     backoff = Backoff(app, stage, health)
     i = 0
     while i < len(sends):
         topic, key, value, partition = sends[i]
         try:
-            await producer.send(topic, key, value, partition, None, None)
+            output.send(topic, key, value, partition)
             i += 1
         except Exception as exc:
             await backoff.failed(exc)
+    output.poll()
 
 
 async def park_unacknowledged(app: faust.App, stage: str, exc: BaseException, health: Health) -> None:
@@ -346,20 +375,19 @@ class StateStage:
                 out.append((key, entry[1]))
         return out
 
-    async def _send(self, sends: list[Send]) -> list[Any]:
-        """Hand outputs to the app's producer (packed where declared); the delivery futures."""
-        producer = self.app.producer
-        futures: list[Any] = []
+    def _send(self, sends: list[Send]) -> None:
+        """Enqueue outputs on the app's ``Output`` (packed where declared)."""
+        output = self.app.output
         packed: dict[str, list[bytes]] = {}
         for topic, k, v in sends:
             if topic in self.packed_topics:
                 packed.setdefault(topic, []).append(v)
             else:
-                futures.append(await producer.send(topic, k, v, None, None, None))
+                output.send(topic, k, v)
         for topic, values in packed.items():
             for value in pack(values):
-                futures.append(await producer.send(topic, None, value, None, None, None))
-        return futures
+                output.send(topic, None, value)
+        output.poll()
 
     async def process(self, msgs: list[Any], now: float) -> None:
         """One batch: load each key's state once, apply its records, store it once."""
@@ -393,8 +421,8 @@ class StateStage:
                     if self.apply_items(state, group, now, sends) or raw is None:
                         table[key] = orjson.dumps(state)
                         self._schedule(key, self.deadline(state), partition)
-        # Enqueued only: Faust flushes the producer before it commits the source offsets.
-        await self._send(sends)
+        # Enqueued only: Faust flushes the output before it commits the source offsets.
+        self._send(sends)
 
     def _rescan(self) -> None:
         self.index.clear()
@@ -436,7 +464,8 @@ class StateStage:
                     writes.append((key, partition, new))
                     sends.extend(out)
         if sends:
-            await asyncio.gather(*await self._send(sends))
+            self._send(sends)
+            await self.app.output.flush()
         for key, partition, new in writes:
             with partition_scope(self.source_topic, partition):
                 table[key] = orjson.dumps(new)

@@ -27,13 +27,13 @@ class FakeApp:
         self.sent: list[tuple[Any, ...]] = []
         self.failures_left = 0
 
-        async def send(*args: Any) -> None:
+        def send(*args: Any) -> None:
             if self.failures_left:
                 self.failures_left -= 1
                 raise RuntimeError("broker went away")
             self.sent.append(args)
 
-        self.producer = SimpleNamespace(send=send)
+        self.output = SimpleNamespace(send=send, poll=lambda: None)  # processors.output.Output
 
 
 def _msg(partition: int) -> Any:

@@ -1,0 +1,152 @@
+"""The worker's producer: every record a stage emits and every state-table changelog write.
+
+Faust sends through aiokafka, in Python: each message builds a ``FutureMessage``, passes Faust's
+producer buffer and aiokafka's accumulator and sender, ~35 us of the worker's CPU per message.
+A changelog write per state change made that the largest cost of the worker
+(bench/PIPELINE_BENCH.md). ``Output`` hands the same messages to librdkafka (confluent-kafka,
+already the producers' client): ``produce`` enqueues in C, librdkafka's own threads batch and
+send them, one Python callback per delivery report.
+
+Delivery contract (at-least-once, ``processors.app``):
+
+* Faust commits source offsets only after ``app.producer.flush()``; ``processors.app.PipelineApp``
+  chains ``Output.flush`` into it, so every record and changelog write produced while processing the
+  committed messages is acknowledged by the broker (acks=all) first. A failed delivery raises
+  ``DeliveryFailed`` there: the commit does not happen, the worker stops, a restart reprocesses.
+* A close timer awaits ``flush`` before it stores a closed state, as it awaited the futures.
+* Idempotent producer: librdkafka's retries neither reorder nor duplicate within a partition.
+* Changelog offsets acknowledged are recorded into the table's store
+  (``set_persisted_offset``, what Faust's ``_on_changelog_sent`` did per message) once per
+  partition and flush, so a restart replays the changelog only past them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import confluent_kafka
+import faust
+from faust.types import TP
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker did not acknowledge a record (librdkafka gave up after its retries)."""
+
+
+# librdkafka settings (https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md)
+DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,  # acks=all, ordered and unduplicated retries per partition
+    "linger.ms": 5,
+    "batch.size": 1_000_000,  # packed records are up to 512 KiB (schemas.records.PACK_MAX_BYTES)
+    "batch.num.messages": 100_000,
+    "queue.buffering.max.messages": 1_000_000,
+    "message.timeout.ms": 120_000,  # then a delivery fails (DeliveryFailed) instead of retrying
+}
+
+
+class Output:
+    """One librdkafka producer shared by a worker's stages and its state tables."""
+
+    def __init__(self, bootstrap: str, client_id: str = "ctpipe-worker", **overrides: Any) -> None:
+        conf = {
+            **DEFAULTS,
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
+            "on_delivery": self._delivered,
+            **overrides,
+        }
+        self._producer = confluent_kafka.Producer(conf)
+        self._errors: list[Any] = []
+        # changelog topic -> table; (topic, partition) -> highest acknowledged offset
+        self._tables: dict[str, Any] = {}
+        self._acked: dict[tuple[str, int], int] = {}
+        self.sent = 0
+
+    # -- producing (synchronous: enqueue only) -------------------------------------------------
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        """Enqueue one message; waits (serving delivery reports) while librdkafka's queue is full."""
+        producer = self._producer
+        while True:
+            try:
+                if partition is None:
+                    producer.produce(topic, value, key)
+                else:
+                    producer.produce(topic, value, key, partition)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        self.sent += 1
+
+    def poll(self) -> None:
+        """Serve delivery reports that are ready (cheap; keeps the report queue short)."""
+        self._producer.poll(0)
+
+    def __len__(self) -> int:
+        """Messages enqueued or in flight, not yet reported."""
+        return len(self._producer)
+
+    # -- delivery ------------------------------------------------------------------------------
+    def _delivered(self, err: Any, msg: Any) -> None:
+        # Runs in whichever thread serves the reports (poll: the event loop; flush: an executor
+        # thread): only appends and dict stores here, applied on the event loop by ``flush``.
+        if err is not None:
+            self._errors.append(err)
+            return
+        topic = msg.topic()
+        if topic in self._tables:
+            key = (topic, msg.partition())
+            offset = msg.offset()
+            if offset > self._acked.get(key, -1):
+                self._acked[key] = offset
+
+    async def flush(self) -> None:
+        """Wait until everything enqueued so far is acknowledged; raise ``DeliveryFailed`` if the
+        broker refused anything since the last flush."""
+        producer = self._producer
+        if len(producer):
+            loop = asyncio.get_running_loop()
+            while await loop.run_in_executor(None, producer.flush, 1.0):
+                pass
+        else:
+            producer.poll(0)
+        self._record_persisted()
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise DeliveryFailed(f"{len(errors)} record(s) not acknowledged, first: {errors[0]}")
+
+    def flush_blocking(self, timeout: float = 30.0) -> int:
+        """For shutdown paths without an event loop: messages still unacknowledged."""
+        return int(self._producer.flush(timeout))
+
+    # -- changelogs ----------------------------------------------------------------------------
+    def track(self, table: Any) -> None:
+        """Record acknowledged offsets of ``table``'s changelog into its store."""
+        self._tables[table.changelog_topic_name] = table
+
+    def _record_persisted(self) -> None:
+        if not self._acked:
+            return
+        acked, self._acked = self._acked, {}
+        for (topic, partition), offset in acked.items():
+            store = self._tables[topic].data
+            dbs = getattr(store, "_dbs", None)
+            if dbs is not None and partition not in dbs:
+                continue  # partition revoked meanwhile (its store closed): do not reopen it
+            store.set_persisted_offset(TP(topic, partition), offset)
+
+
+class ChangelogTable(faust.Table):  # type: ignore[misc]
+    """A Faust table whose changelog writes go through the worker's ``Output``.
+
+    Same keys, values, partitions and tombstones as Faust's own ``on_key_set``/``on_key_del``
+    (raw bytes; the partition is the current stream event's, ``processors.app.partition_scope``),
+    so Faust's recovery reads the changelog as always. No windowing or key expiry (not used)."""
+
+    output: Output
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self.output.send(self.changelog_topic_name, key, value, self.partition_for_key(key))
+
+    def on_key_del(self, key: Any) -> None:
+        self.output.send(self.changelog_topic_name, key, None, self.partition_for_key(key))
