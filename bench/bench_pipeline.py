@@ -410,7 +410,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     outputs = [names["funnel"], names["sessions"], names["correlated"], names["events"]]
     timeline: list[tuple[float, int, int]] = []
     t_first = t_consumed = t_drained = t_end = None
-    cpu_consumed = None
+    cpu_consumed = cpu_first = cpu_drained = None
     deadline = t0 + a.timeout
     try:
         while True:
@@ -424,6 +424,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
                 timeline.append((now, n["messages"], n["events"]))
                 if t_first is None and n["messages"] > 0:
                     t_first = now
+                    cpu_first = worker.cpu()
                 if t_consumed is None and n["messages"] >= total_in:
                     if group_lag(bootstrap, worker_group, inputs) == 0:
                         t_consumed = time.time()
@@ -431,6 +432,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
                         worker.drain()
                 elif t_consumed is not None and t_drained is None and st["drained"] >= 1:
                     t_drained = now
+                    cpu_drained = worker.cpu()
                 elif t_drained is not None and (
                     group_lag(bootstrap, sink.config.group_id, outputs) == 0
                     and group_lag(bootstrap, worker_group, inputs) == 0
@@ -497,7 +499,15 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         "steady_normalize_events_s": steady,
         "worker_cpu_s": worker_cpu,
         "worker_cpu_at_consumed_s": cpu_consumed,
+        "worker_cpu_at_first_s": cpu_first,
+        "worker_cpu_at_drained_s": cpu_drained,
         "events_per_worker_cpu_s": events / worker_cpu,
+        # the worker's CPU from its first consumed message until every session and group is
+        # closed and emitted: no start-up (imports, joining the group, opening stores) and no
+        # idling while the sink catches up
+        "events_per_worker_cpu_s_working": (
+            events / (cpu_drained - cpu_first) if cpu_drained is not None and cpu_first is not None else None
+        ),
         "worker_cpu_util": worker_cpu / wall_proc,
         "worker_peak_rss_mb": worker_hwm / 2**20,
         "bench_proc_cpu_s": bench_cpu,
@@ -518,7 +528,8 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     print(
         f"[peak] {events} canonical events ({total_in} raw msgs) queryable in {wall:.1f} s from launch, "
         f"{wall_proc:.1f} s from first consume: {res['events_s_from_first']:,.0f} events/s, "
-        f"{events / worker_cpu:,.0f} events/worker-CPU-s; exact={exact}",
+        f"{events / worker_cpu:,.0f} events/worker-CPU-s "
+        f"({res['events_per_worker_cpu_s_working'] or float('nan'):,.0f} first consume -> drained); exact={exact}",
         flush=True,
     )
     return res

@@ -42,6 +42,16 @@ class PipelineApp(faust.App):  # type: ignore[misc]
         producer.flush = flush
         return producer
 
+    async def on_stop(self) -> None:
+        await super().on_stop()  # stops the consumer, flushes (above)
+        try:
+            left = self.output.close()
+        except Exception as exc:  # never abort Faust's stop (its threads must end)
+            self.log.warning("output: close failed: %r", exc)
+            return
+        if left:
+            self.log.warning("output: %d record(s) unacknowledged at stop (reprocessed on restart)", left)
+
 
 def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> faust.App:
     """A Faust app on the real broker. State stores default to memory; tables opt into rocksdict."""
@@ -222,8 +232,8 @@ class StateStage:
     (``items``), how records change a state (``apply_items``), when the timer must look at a
     state again (``deadline``) and what it does then (``step``: close, expire). This class owns
     the table, the deadline index (key -> (deadline, partition) plus a heap ordered by deadline,
-    so a tick touches only due keys; rebuilt from the table after every rebalance and for a
-    drain, so only keys, never state, live in memory), the lock that keeps agent and timer from
+    so a tick touches only due keys; rebuilt from the table after every rebalance, so only
+    keys, never state, live in memory), the lock that keeps agent and timer from
     interleaving, output packing and drains.
 
     Outputs: records to the topics in ``packed_topics`` are packed (``schemas.records.pack``)
@@ -440,7 +450,7 @@ class StateStage:
         drain = self._drain_requested
         if self.drain_after_idle is not None and now - self.last_input >= self.drain_after_idle:
             drain = drain or bool(self.index)
-        if assigned != self._assigned or self._drain_requested:
+        if assigned != self._assigned:  # (re)built from the table only when partitions moved
             self._assigned = assigned
             self._rescan()
         by_partition: dict[int, list[bytes]] = {}

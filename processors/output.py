@@ -62,6 +62,7 @@ class Output:
         self._tables: dict[str, Any] = {}
         self._acked: dict[tuple[str, int], int] = {}
         self.sent = 0
+        self._closed: int | None = None  # after close: how many records it dropped
 
     # -- producing (synchronous: enqueue only) -------------------------------------------------
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
@@ -103,6 +104,10 @@ class Output:
     async def flush(self) -> None:
         """Wait until everything enqueued so far is acknowledged; raise ``DeliveryFailed`` if the
         broker refused anything since the last flush."""
+        if self._closed is not None:  # Faust's last commits come after the app's on_stop
+            if self._closed:
+                raise DeliveryFailed(f"{self._closed} record(s) dropped unacknowledged at close")
+            return
         producer = self._producer
         if len(producer):
             loop = asyncio.get_running_loop()
@@ -115,9 +120,24 @@ class Output:
             errors, self._errors = self._errors, []
             raise DeliveryFailed(f"{len(errors)} record(s) not acknowledged, first: {errors[0]}")
 
-    def flush_blocking(self, timeout: float = 30.0) -> int:
-        """For shutdown paths without an event loop: messages still unacknowledged."""
-        return int(self._producer.flush(timeout))
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush (up to ``timeout`` s) and stop librdkafka's threads; messages left unacknowledged.
+        Called when the app stops; a later ``flush`` (Faust's final commits) raises if anything
+        was dropped, so those offsets stay uncommitted."""
+        if self._closed is not None:
+            return self._closed
+        producer = self._producer
+        left = int(producer.flush(timeout))
+        if left:  # broker gone: drop them (their sources were never committed), or close blocks
+            producer.purge()
+            producer.flush(0)
+        try:
+            self._record_persisted()
+        except Exception:  # stores already closed: a restart replays a little more changelog
+            self._acked = {}
+        producer.close()
+        self._closed = left
+        return left
 
     # -- changelogs ----------------------------------------------------------------------------
     def track(self, table: Any) -> None:
