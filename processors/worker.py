@@ -224,4 +224,7 @@ def stats(app: faust.App) -> dict[str, dict[str, Any]]:
         out["sessionize"] = {**asdict(p.sessionizer.stats), "tracked": len(p.sessionizer.index)}
     if p.correlator is not None:
         out["correlate"] = {**asdict(p.correlator.stats), "tracked": len(p.correlator.index)}
+    output = getattr(app, "output", None)
+    if output is not None:
+        out["output"] = {"sent": output.sent, "changelog": output.changelog_sent}
     return out
