@@ -529,7 +529,8 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         f"[peak] {events} canonical events ({total_in} raw msgs) queryable in {wall:.1f} s from launch, "
         f"{wall_proc:.1f} s from first consume: {res['events_s_from_first']:,.0f} events/s, "
         f"{events / worker_cpu:,.0f} events/worker-CPU-s "
-        f"({res['events_per_worker_cpu_s_working'] or float('nan'):,.0f} first consume -> drained); exact={exact}",
+        f"({res['events_per_worker_cpu_s_working'] or float('nan'):,.0f} first consume -> drained); "
+        f"exact={exact}",
         flush=True,
     )
     return res

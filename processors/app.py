@@ -19,12 +19,12 @@ import faust
 import orjson
 from faust.streams import _current_event
 
-from processors.output import ChangelogTable, Output
+from processors.output import ChangelogStore, ChangelogTable, Output
 from schemas import dlq
 from schemas.records import pack
 
 
-class PipelineApp(faust.App):  # type: ignore[misc]
+class PipelineApp(faust.App):
     """A Faust app whose records and changelog writes go through ``output`` (librdkafka,
     ``processors.output``); Faust's own producer is flushed after it, before every commit."""
 
@@ -39,7 +39,7 @@ class PipelineApp(faust.App):  # type: ignore[misc]
             await output.flush()  # before Faust commits offsets: see processors.output
             await faust_flush()
 
-        producer.flush = flush
+        producer.flush = flush  # type: ignore[method-assign]
         return producer
 
     async def on_stop(self) -> None:
@@ -53,7 +53,7 @@ class PipelineApp(faust.App):  # type: ignore[misc]
             self.log.warning("output: %d record(s) unacknowledged at stop (reprocessed on restart)", left)
 
 
-def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> faust.App:
+def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> PipelineApp:
     """A Faust app on the real broker. State stores default to memory; tables opt into rocksdict."""
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
@@ -127,7 +127,7 @@ def partition_scope(topic: str, partition: int) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def state_table(app: faust.App, name: str, partitions: int, help: str = "") -> Any:
+def state_table(app: PipelineApp, name: str, partitions: int, help: str = "") -> Any:
     """A changelog-backed table of raw bytes keyed by raw bytes (values are orjson documents);
     its changelog writes go through the app's ``Output``."""
     table = ChangelogTable(
@@ -143,6 +143,51 @@ def state_table(app: faust.App, name: str, partitions: int, help: str = "") -> A
     table.output = app.output
     app.output.track(table)
     return app.tables.add(table)
+
+
+class PartitionState:
+    """One partition of a stage's table, straight to its rocksdb database and changelog: what
+    Faust's table API does per access (``table[key] = value``: changelog + store), without its
+    per-call lookups of the current event, serializers and key-index cache."""
+
+    __slots__ = ("_changelog", "_db", "_output", "partition")
+
+    def __init__(self, db: Any, output: Output, changelog: str, partition: int) -> None:
+        self._db, self._output, self._changelog, self.partition = db, output, changelog, partition
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)  # type: ignore[no-any-return,unused-ignore]
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value)
+        self._output.changelog(self._changelog, key, value, self.partition)
+
+    def delete(self, key: bytes) -> None:
+        self._db.delete(key)
+        self._output.changelog(self._changelog, key, None, self.partition)
+
+
+class ScopedState:
+    """The same through Faust's table API in the partition's scope (stores other than rocksdb,
+    e.g. ``memory://`` in tests)."""
+
+    __slots__ = ("_table", "_topic", "partition")
+
+    def __init__(self, table: Any, topic: str, partition: int) -> None:
+        self._table, self._topic, self.partition = table, topic, partition
+
+    def get(self, key: bytes) -> bytes | None:
+        with partition_scope(self._topic, self.partition):
+            return self._table.get(key)  # type: ignore[no-any-return,unused-ignore]
+
+    def set(self, key: bytes, value: bytes) -> None:
+        with partition_scope(self._topic, self.partition):
+            self._table[key] = value
+
+    def delete(self, key: bytes) -> None:
+        with partition_scope(self._topic, self.partition):
+            if self._table.get(key) is not None:
+                del self._table[key]
 
 
 class Health:
@@ -172,7 +217,7 @@ class Backoff:
 
 
 async def send_reliably(
-    app: faust.App, stage: str, sends: list[tuple[str, bytes | None, bytes, int | None]], health: Health
+    app: PipelineApp, stage: str, sends: list[tuple[str, bytes | None, bytes, int | None]], health: Health
 ) -> None:
     """Enqueue (topic, key, value, partition) messages on the app's ``Output``, retrying a
     failing send (``Backoff``). Delivery is awaited by the flush before Faust's next commit."""
@@ -241,10 +286,13 @@ class StateStage:
     """
 
     name: str = "stage"
+    #: the partition of the table being worked on (set by ``process`` and ``close_due`` before
+    #: they call the hooks, which read and write further keys of that partition through it)
+    state: PartitionState | ScopedState
 
     def __init__(
         self,
-        app: faust.App,
+        app: PipelineApp,
         *,
         source_topic: str,
         dlq_topic: str,
@@ -291,6 +339,15 @@ class StateStage:
                 self._assigned = None  # rebuild the deadline index from the table next time
 
         self.agent = agent
+
+    def partition_state(self, partition: int) -> PartitionState | ScopedState:
+        """Access to one partition of the table (co-partitioned with the source topic)."""
+        data = self.table.data
+        if isinstance(data, ChangelogStore):
+            return PartitionState(
+                data._db_for_partition(partition), self.app.output, self.table.changelog_topic_name, partition
+            )
+        return ScopedState(self.table, self.source_topic, partition)
 
     # -- subclass hooks -----------------------------------------------------------------------
     def items(self, msg: Any, sends: list[Send]) -> list[tuple[bytes | None, Any]]:
@@ -422,15 +479,14 @@ class StateStage:
                 group.append((msg, record))
         if skipped:
             self.stateless(skipped, now, sends)
-        table = self.table
-        for (topic, partition), by_key in by_partition.items():
-            with partition_scope(topic, partition):
-                for key, group in by_key.items():
-                    raw = table.get(key)
-                    state = orjson.loads(raw) if raw is not None else self.new_state(key, partition)
-                    if self.apply_items(state, group, now, sends) or raw is None:
-                        table[key] = orjson.dumps(state)
-                        self._schedule(key, self.deadline(state), partition)
+        for (_topic, partition), by_key in by_partition.items():
+            self.state = store = self.partition_state(partition)
+            for key, group in by_key.items():
+                raw = store.get(key)
+                state = orjson.loads(raw) if raw is not None else self.new_state(key, partition)
+                if self.apply_items(state, group, now, sends) or raw is None:
+                    store.set(key, orjson.dumps(state))
+                    self._schedule(key, self.deadline(state), partition)
         # Enqueued only: Faust flushes the output before it commits the source offsets.
         self._send(sends)
 
@@ -456,30 +512,28 @@ class StateStage:
         by_partition: dict[int, list[bytes]] = {}
         for key, partition in self._due(now, drain):
             by_partition.setdefault(partition, []).append(key)
-        writes: list[tuple[bytes, int, dict[str, Any]]] = []
+        writes: list[tuple[bytes, PartitionState | ScopedState, dict[str, Any]]] = []
         sends: list[Send] = []
-        table = self.table
         for partition, keys in by_partition.items():
-            with partition_scope(self.source_topic, partition):
-                for key in keys:
-                    raw = table.get(key)
-                    if raw is None:
-                        self.index.pop(key, None)
-                        continue
-                    state = orjson.loads(raw)
-                    new, out = self.step(state, now, drain)
-                    if new is None:
-                        self._schedule(key, self.deadline(state), partition)
-                        continue
-                    writes.append((key, partition, new))
-                    sends.extend(out)
+            self.state = store = self.partition_state(partition)
+            for key in keys:
+                raw = store.get(key)
+                if raw is None:
+                    self.index.pop(key, None)
+                    continue
+                state = orjson.loads(raw)
+                new, out = self.step(state, now, drain)
+                if new is None:
+                    self._schedule(key, self.deadline(state), partition)
+                    continue
+                writes.append((key, store, new))
+                sends.extend(out)
         if sends:
             self._send(sends)
             await self.app.output.flush()
-        for key, partition, new in writes:
-            with partition_scope(self.source_topic, partition):
-                table[key] = orjson.dumps(new)
-            self._schedule(key, self.deadline(new), partition)
+        for key, store, new in writes:
+            store.set(key, orjson.dumps(new))
+            self._schedule(key, self.deadline(new), store.partition)
         if drain:  # a drain visited every key: the heap was emptied; rebuild it
             self._rebuild_heap()
         if self._drain_requested:

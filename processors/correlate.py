@@ -30,12 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 import orjson
 
 from processors import aggregate
 from processors.aggregate import Obs
-from processors.app import Item, Send, StateStage
+from processors.app import Item, PipelineApp, Send, StateStage
 from schemas.funnel import FunnelCounts, FunnelKey
 from schemas.records import CorrelatedRetrieval, FunnelDelta, Observation, encode, unpack
 
@@ -201,7 +200,7 @@ class Correlator(StateStage):
 
     def __init__(
         self,
-        app: faust.App,
+        app: PipelineApp,
         *,
         retrievals_topic: str,
         funnel_topic: str,

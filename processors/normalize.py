@@ -49,7 +49,7 @@ from typing import Any
 
 import faust
 
-from processors.app import Health, send_reliably
+from processors.app import Health, PipelineApp, send_reliably
 from schemas import dlq
 from schemas.canonical import CanonicalEvent, EventType
 from schemas.codec import dumps
@@ -263,7 +263,7 @@ class NormalizeStats:
 
 
 def register(
-    app: faust.App,
+    app: PipelineApp,
     *,
     raw_topic: str,
     events_topic: str,

@@ -23,7 +23,7 @@ Delivery contract (at-least-once, ``processors.app``):
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import confluent_kafka
 import faust
@@ -81,6 +81,11 @@ class Output:
             except BufferError:
                 producer.poll(0.05)
         self.sent += 1
+
+    def changelog(self, topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        """Enqueue a state table change (``value`` None: a tombstone)."""
+        self.changelog_sent += 1
+        self.send(topic, key, value, partition)
 
     def poll(self) -> None:
         """Serve delivery reports that are ready (cheap; keeps the report queue short)."""
@@ -159,7 +164,7 @@ class Output:
             store.set_persisted_offset(TP(topic, partition), offset)
 
 
-class ChangelogTable(faust.Table):  # type: ignore[misc]
+class ChangelogTable(faust.Table):
     """A Faust table whose changelog writes go through the worker's ``Output``.
 
     Same keys, values, partitions and tombstones as Faust's own ``on_key_set``/``on_key_del``
@@ -169,7 +174,7 @@ class ChangelogTable(faust.Table):  # type: ignore[misc]
     output: Output
 
     def _new_store_by_url(self, url: Any) -> Any:
-        if str(url).partition("://")[0] == "rocksdb":
+        if str(url).partition(":")[0] == "rocksdb":  # a yarl URL prints as "rocksdb:"
             return ChangelogStore(
                 url,
                 self.app,
@@ -185,15 +190,13 @@ class ChangelogTable(faust.Table):  # type: ignore[misc]
         return super()._new_store_by_url(url)
 
     def on_key_set(self, key: Any, value: Any) -> None:
-        self.output.changelog_sent += 1
-        self.output.send(self.changelog_topic_name, key, value, self.partition_for_key(key))
+        self.output.changelog(self.changelog_topic_name, key, value, cast(int, self.partition_for_key(key)))
 
     def on_key_del(self, key: Any) -> None:
-        self.output.changelog_sent += 1
-        self.output.send(self.changelog_topic_name, key, None, self.partition_for_key(key))
+        self.output.changelog(self.changelog_topic_name, key, None, cast(int, self.partition_for_key(key)))
 
 
-class ChangelogStore(faust_rocksdb.Store):  # type: ignore[misc]
+class ChangelogStore(faust_rocksdb.Store):
     """Faust's rocksdb store without rocksdb's own write-ahead log (what Kafka Streams does).
 
     The changelog topic is the durable copy of a table; the local database is a cache of it
@@ -207,6 +210,6 @@ class ChangelogStore(faust_rocksdb.Store):  # type: ignore[misc]
         db = super()._open_for_partition(partition)
         if isinstance(db, rocksdict.Rdict):
             options = rocksdict.WriteOptions()
-            options.disable_wal = True
+            options.disable_wal = True  # type: ignore[method-assign,assignment]
             db.set_write_options(options)
         return db

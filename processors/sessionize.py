@@ -33,12 +33,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 import orjson
 
 from processors import aggregate
 from processors.aggregate import SEvent
-from processors.app import Item, Send, StateStage
+from processors.app import Item, PipelineApp, Send, StateStage
 from processors.normalize import sessionless
 from schemas.canonical import SourceFormat
 from schemas.records import FunnelDelta, SessionRecord, encode, unpack
@@ -303,7 +302,7 @@ class Sessionizer(StateStage):
 
     def __init__(
         self,
-        app: faust.App,
+        app: PipelineApp,
         *,
         events_topic: str,
         funnel_topic: str,
@@ -356,10 +355,10 @@ class Sessionizer(StateStage):
         return out
 
     def _chunks(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The sealed chunks of a state, in order (inside the state's ``partition_scope``)."""
+        """The sealed chunks of a state, in order (``self.state``: the state's partition)."""
         out: list[dict[str, Any]] = []
         for n in range(int(state.get("nc", 0))):
-            raw = self.table.get(chunk_key(state["k"], n))
+            raw = self.state.get(chunk_key(state["k"], n))
             if raw is None:  # cannot happen: a chunk is stored before the state that counts it
                 raise RuntimeError(f"session {state['k']!r}: chunk {n} missing")
             out.append(orjson.loads(raw))
@@ -395,7 +394,7 @@ class Sessionizer(StateStage):
             changed = changed or res.new > 0 or res.reopened or header is not None
         chunk = seal(state)
         if chunk is not None:  # stored before the state that counts it (the caller stores that)
-            self.table[chunk_key(state["k"], state["nc"] - 1)] = orjson.dumps(chunk)
+            self.state.set(chunk_key(state["k"], state["nc"] - 1), orjson.dumps(chunk))
         return changed
 
     def deadline(self, state: dict[str, Any]) -> float | None:
@@ -407,8 +406,7 @@ class Sessionizer(StateStage):
         new, closed = step(state, now, self.config, drain, self._chunks(state) if needs_chunks else ())
         if new is not None and new.get("tomb") and nc:
             for n in range(nc):  # the session is final: its chunks go with it
-                if self.table.get(chunk_key(state["k"], n)) is not None:
-                    del self.table[chunk_key(state["k"], n)]
+                self.state.delete(chunk_key(state["k"], n))
         if closed is None:
             return new, []
         self.stats.closed += 1

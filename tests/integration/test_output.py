@@ -26,7 +26,9 @@ class FakeStore:
         self.persisted[(tp.topic, tp.partition)] = offset
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, expect: int) -> list[tuple[int, bytes | None, bytes | None]]:
+def read_all(
+    bootstrap: str, topic: str, partitions: int, expect: int
+) -> list[tuple[int, bytes | None, bytes | None]]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -83,3 +85,4 @@ async def test_records_dropped_at_close_keep_later_commits_from_happening(unique
     assert out.close(timeout=0.5) == 1  # purged instead of blocking forever
     with pytest.raises(DeliveryFailed, match="dropped unacknowledged at close"):
         await out.flush()  # what Faust's final commit calls: the offsets must not be committed
+
