@@ -182,13 +182,33 @@ def decode_retrieval(raw: bytes | str) -> CorrelatedRetrieval:
     return CorrelatedRetrieval.model_validate(loads(raw))
 
 
+_MISSING = object()
+_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {}
+
+
+def _without_defaults(model: BaseModel) -> bytes:
+    """A flat model's JSON without the fields equal to their default: the same bytes as
+    ``model.model_dump_json(exclude_defaults=True)`` (unit-tested) without pydantic's
+    serializer (~4 % of the worker's CPU for the canonical events)."""
+    cls = type(model)
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        defaults = _DEFAULTS[cls] = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in cls.model_fields.items()
+            if not field.is_required()
+        }
+    missing = _MISSING
+    return dumps({k: v for k, v in model.__dict__.items() if defaults.get(k, missing) != v})
+
+
 def encode_event(event: CanonicalEvent) -> bytes:
-    return event.model_dump_json(exclude_defaults=True).encode()
+    return _without_defaults(event)
 
 
 def encode_header(header: BaseModel) -> bytes:
     """A ``schemas.canonical.SessionHeader`` as EVENTS envelopes carry it (defaults left out)."""
-    return header.model_dump_json(exclude_defaults=True).encode()
+    return _without_defaults(header)
 
 
 def decode_event(raw: bytes | str) -> CanonicalEvent:

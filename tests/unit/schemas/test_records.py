@@ -6,20 +6,25 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import dumps
 from schemas.funnel import FunnelCounts, FunnelKey
+from schemas.normalize import ingest
 from schemas.records import (
     CorrelatedRetrieval,
     FunnelDelta,
     Observation,
     SessionRecord,
     encode,
+    encode_event,
+    encode_header,
     pack,
     unpack,
 )
+from tests.unit.schemas._spec import VALID
+from tests.unit.schemas.strategies import ct_document, mutated, oa_session
 
 T1 = datetime(2026, 1, 15, 8, 30, 13, 443000, tzinfo=UTC)
 T2 = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -89,3 +94,22 @@ def test_pack_keeps_every_record_in_order_within_the_size_limit(items: list[byte
 def test_unpack_takes_a_single_record_too() -> None:
     assert unpack(b'{"a": 1}') == [{"a": 1}]
     assert unpack(b"[1, 2]") == [1, 2]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(ct_document(), oa_session(), mutated(ct_document())))
+def test_encode_event_is_byte_identical_to_pydantic_without_defaults(doc: dict[str, object]) -> None:
+    result = ingest(orjson.dumps(doc), emitter="sdk:test")
+    for event in result.events:
+        assert encode_event(event) == event.model_dump_json(exclude_defaults=True).encode()
+    if result.session is not None:
+        assert encode_header(result.session) == result.session.model_dump_json(exclude_defaults=True).encode()
+
+
+def test_encode_event_matches_pydantic_on_the_conformance_fixtures() -> None:
+    seen = 0
+    for path in VALID:
+        for event in ingest(path.read_bytes(), emitter="sdk:test").events:
+            assert encode_event(event) == event.model_dump_json(exclude_defaults=True).encode()
+            seen += 1
+    assert seen > 20
