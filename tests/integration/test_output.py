@@ -85,4 +85,3 @@ async def test_records_dropped_at_close_keep_later_commits_from_happening(unique
     assert out.close(timeout=0.5) == 1  # purged instead of blocking forever
     with pytest.raises(DeliveryFailed, match="dropped unacknowledged at close"):
         await out.flush()  # what Faust's final commit calls: the offsets must not be committed
-
