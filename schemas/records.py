@@ -30,13 +30,33 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from schemas.canonical import CanonicalEvent
 from schemas.codec import dumps, loads
 from schemas.funnel import KEY_FIELDS, MEASURE_SET, FunnelCounts, FunnelKey
+
+_M = TypeVar("_M", bound=BaseModel)
+_FIELD_NAMES: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def construct(cls: type[_M], **values: Any) -> _M:
+    """``cls.model_construct(**values)`` for a record whose every field is given, already typed
+    (built by our own code, never from input): the same model (unit-tested), half the cost
+    (no per-field default pass)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(cls.model_fields)
+    if len(values) != len(names):
+        return cls.model_construct(**values)
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", {name: values[name] for name in names})
+    object.__setattr__(obj, "__pydantic_fields_set__", set(names))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 class FunnelDelta(BaseModel):
@@ -69,8 +89,9 @@ class FunnelDelta(BaseModel):
         unknown = set(counts.measures) - MEASURE_SET
         if unknown:
             raise ValueError(f"unknown funnel measures: {sorted(unknown)}")
-        # model_construct: every field is built right here from a typed key (no validation pass)
-        return cls.model_construct(
+        # every field is built right here from a typed key (no validation pass)
+        return construct(
+            cls,
             contribution_id=contribution_id(scope, key),
             hour=key.hour,
             owner_domain=key.owner_domain,

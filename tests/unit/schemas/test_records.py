@@ -17,6 +17,7 @@ from schemas.records import (
     FunnelDelta,
     Observation,
     SessionRecord,
+    construct,
     encode,
     encode_event,
     encode_header,
@@ -113,3 +114,16 @@ def test_encode_event_matches_pydantic_on_the_conformance_fixtures() -> None:
             assert encode_event(event) == event.model_dump_json(exclude_defaults=True).encode()
             seen += 1
     assert seen > 20
+
+
+def test_construct_equals_model_construct() -> None:
+    for record in _records():
+        cls = type(record)
+        values = dict(record.__dict__)  # type: ignore[attr-defined]
+        built = construct(cls, **values)  # type: ignore[type-var]
+        assert built == cls.model_construct(**values)  # type: ignore[attr-defined]
+        assert list(built.__dict__) == list(cls.model_fields)  # type: ignore[attr-defined]
+        assert built.model_fields_set == set(cls.model_fields)  # type: ignore[attr-defined]
+        assert encode(built) == _pydantic(built)
+    partial = construct(Observation, event_id="e1")  # a field missing: model_construct's defaults
+    assert partial == Observation.model_construct(event_id="e1")
