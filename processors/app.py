@@ -70,10 +70,8 @@ def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> 
         # heartbeats run on the consumer's own thread, so busy agents do not miss them.
         "broker_session_timeout": 20.0,
         "producer_acks": -1,
-        # Packed outputs (schemas.records.pack) are up to 512 KiB: let a produce batch hold them
-        # (default 16 KiB); gather a few ms of records per produce request (one syscall and one
-        # broker wake-up each). No compression: aiokafka's lz4 cost the worker more CPU than the
-        # bytes it saved (bench/PIPELINE_BENCH.md).
+        # Records and changelogs go through ``PipelineApp.output`` (librdkafka), not Faust's
+        # aiokafka producer; these only matter for what Faust itself sends.
         "producer_max_batch_size": 1_000_000,
         "producer_linger": 0.005,
         "autodiscover": False,
