@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+import pytest
+from faust.types import TP
+
+from processors import sessionize
 from processors.app import PartitionState, ScopedState, create_app
 from processors.output import ChangelogStore
 from processors.sessionize import SessionizeConfig, Sessionizer
@@ -42,5 +47,40 @@ def test_other_stores_go_through_faust_tables(tmp_path: Path) -> None:
     stage = _stage(tmp_path, "memory://")
     try:
         assert isinstance(stage.partition_state(0), ScopedState)
+    finally:
+        stage.app.output.close(timeout=0.1)
+
+
+def test_rescan_rebuilds_the_deadline_index_from_the_active_partitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a rebalance runs: only keys of partitions this worker owns, tombstones and chunks
+    never (no deadline), each due once and in deadline order."""
+    stage = _stage(tmp_path, "rocksdb://")
+    try:
+        changelog = stage.table.changelog_topic_name
+        timeout = stage.config.inactivity_timeout
+        for partition, key, last in ((0, "s1", 100.0), (1, "s2", 50.0), (0, "s4", 70.0)):
+            state = sessionize.new_state(key, partition)
+            state["la"] = last
+            stage.partition_state(partition).set(key.encode(), orjson.dumps(state))
+        tomb = {"k": "s3", "p": 0, "rev": 1, "tomb": True}
+        stage.partition_state(0).set(b"s3", orjson.dumps(tomb))
+        stage.partition_state(1).set(
+            sessionize.chunk_key("s2", 0),
+            orjson.dumps({"k": "s2", "p": 1, "chunk": True, "ev": [], "ids": []}),
+        )
+
+        actives = {TP(changelog, 0), TP(changelog, 1)}
+        monkeypatch.setattr(stage.app.assignor, "assigned_actives", lambda: actives)
+        stage._rescan()
+        assert stage.index == {b"s1": (100 + timeout, 0), b"s2": (50 + timeout, 1), b"s4": (70 + timeout, 0)}
+        assert stage._due(50 + timeout, drain=False) == [(b"s2", 1)]
+        assert stage._due(1e12, drain=False) == [(b"s4", 0), (b"s1", 0)]
+        assert stage._due(1e12, drain=False) == []  # each key popped once
+
+        actives = {TP(changelog, 1)}  # partition 0 went to another worker
+        stage._rescan()
+        assert stage.index == {b"s2": (50 + timeout, 1)}
     finally:
         stage.app.output.close(timeout=0.1)
