@@ -90,6 +90,13 @@ class Output:
         self.changelog_sent += 1
         self.send(topic, key, value, partition)
 
+    @property
+    def failed(self) -> DeliveryFailed | None:
+        """Set once the broker refused a record (sticky; see ``flush``)."""
+        if not self._errors:
+            return None
+        return DeliveryFailed(f"{len(self._errors)} record(s) not acknowledged, first: {self._errors[0]}")
+
     def poll(self) -> None:
         """Serve delivery reports that are ready (cheap; keeps the report queue short)."""
         self._producer.poll(0)
@@ -114,7 +121,10 @@ class Output:
 
     async def flush(self) -> None:
         """Wait until everything enqueued so far is acknowledged; raise ``DeliveryFailed`` if the
-        broker refused anything since the last flush."""
+        broker ever refused a record. Sticky: after a lost record no flush succeeds again, so no
+        later commit can pass over it (flushes run concurrently - commit, close timer - and any
+        of them may have served the failed report); the worker stops and a restart reprocesses
+        from the last commit."""
         if self._closed is not None:  # Faust's last commits come after the app's on_stop
             if self._closed:
                 raise DeliveryFailed(f"{self._closed} record(s) dropped unacknowledged at close")
@@ -127,9 +137,9 @@ class Output:
         else:
             producer.poll(0)
         self._record_persisted()
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise DeliveryFailed(f"{len(errors)} record(s) not acknowledged, first: {errors[0]}")
+        failed = self.failed
+        if failed is not None:
+            raise failed
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush (up to ``timeout`` s) and stop librdkafka's threads; messages left unacknowledged.

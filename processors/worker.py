@@ -205,7 +205,9 @@ def failure(app: faust.App) -> BaseException | None:
     p = _PARTS.get(app)
     if p is None:
         return None
+    output = getattr(app, "output", None)
     for failed in (
+        output.failed if output is not None else None,  # a record the broker refused (lost)
         p.breaker.tripped,
         p.normalize_health.failed,
         *(s.health.failed for s in (p.sessionizer, p.correlator) if s),

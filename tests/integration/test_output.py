@@ -76,7 +76,9 @@ async def test_a_refused_record_fails_the_flush(infra: Infra, unique: str) -> No
     with pytest.raises(DeliveryFailed, match="1 record"):
         await out.flush()
     out.send(topic.name, b"k", b"small", 0)
-    await out.flush()  # errors are reported once; the output keeps working
+    assert isinstance(out.failed, DeliveryFailed)  # what processors.worker.failure reports
+    with pytest.raises(DeliveryFailed, match="1 record"):
+        await out.flush()  # sticky: no later flush (and so no later commit) passes over a loss
     out.close()
 
 
