@@ -69,11 +69,7 @@ def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> 
         # A crashed worker's partitions move to its successor after this (Faust's default 60 s);
         # heartbeats run on the consumer's own thread, so busy agents do not miss them.
         "broker_session_timeout": 20.0,
-        "producer_acks": -1,
-        # Records and changelogs go through ``PipelineApp.output`` (librdkafka), not Faust's
-        # aiokafka producer; these only matter for what Faust itself sends.
-        "producer_max_batch_size": 1_000_000,
-        "producer_linger": 0.005,
+        "producer_acks": -1,  # records and changelogs go through ``PipelineApp.output`` instead
         "autodiscover": False,
     }
     options.update(overrides)
@@ -138,7 +134,6 @@ def state_table(app: PipelineApp, name: str, partitions: int, help: str = "") ->
         value_type=bytes,
         help=help or None,
     )
-    table.output = app.output
     app.output.track(table)
     return app.tables.add(table)
 

@@ -161,8 +161,9 @@ class Output:
         return left
 
     # -- changelogs ----------------------------------------------------------------------------
-    def track(self, table: Any) -> None:
-        """Record acknowledged offsets of ``table``'s changelog into its store."""
+    def track(self, table: ChangelogTable) -> None:
+        """Take ``table``'s changelog writes and record their acknowledged offsets into its store."""
+        table.output = self
         self._tables[table.changelog_topic_name] = table
 
     def _record_persisted(self) -> None:

@@ -102,15 +102,20 @@ def _consume(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, dict[str, b
         consumer.close()
 
 
+def _log_file(tmp_path: Path, n: int, seed: int) -> tuple[Path, set[str], int]:
+    """``mixed.log`` of ``n`` lines: (its path, the event ids of its AI retrievals, their count)."""
+    lines, ai = _lines(n, seed=seed)
+    path = tmp_path / "mixed.log"
+    path.write_text("\n".join(lines) + "\n")
+    return path, _expected_ids(lines), ai
+
+
 def test_ingest_publishes_exactly_the_ai_retrievals_and_reingest_adds_nothing(
     infra: Infra, unique: str, tmp_path: Path
 ) -> None:
     settings = _settings(infra, unique, tmp_path)
     topic = RAW.namespaced(unique).name
-    lines, ai = _lines(200, seed=1)
-    path = tmp_path / "mixed.log"
-    path.write_text("\n".join(lines) + "\n")
-    expected = _expected_ids(lines)
+    path, expected, ai = _log_file(tmp_path, 200, seed=1)
     assert len(expected) == ai == 80
 
     stats = ingest(
@@ -170,10 +175,7 @@ def test_default_publishing_batches_events_into_ct_event_batch_documents(
 ) -> None:
     settings = _settings(infra, unique, tmp_path)
     topic = RAW.namespaced(unique).name
-    lines, ai = _lines(400, seed=7)
-    path = tmp_path / "mixed.log"
-    path.write_text("\n".join(lines) + "\n")
-    expected = _expected_ids(lines)
+    path, expected, ai = _log_file(tmp_path, 400, seed=7)
     assert len(expected) == ai > 100
 
     stats = ingest(

@@ -218,6 +218,33 @@ def assert_exact(result: dict[str, Any], truth: dict[Any, Any], dead_letters: in
     assert result["event_ids"] > 1000
 
 
+class Settled:
+    """A wait predicate: the worker(s) are ready (``ready()``: a token that changes on every
+    (re)assignment + recovery, None while not ready), the inputs have no lag, and since then
+    ``hold`` seconds (the drain-after-idle) and two ticks passed with the outputs unchanged."""
+
+    def __init__(
+        self, probe: Probe, inputs: list[str], outputs: list[str], ready: Callable[[], Any], hold: float
+    ) -> None:
+        self.probe, self.inputs, self.outputs, self.ready, self.hold = probe, inputs, outputs, ready, hold
+        self.seen: dict[str, Any] = {"ready": None, "ready_at": 0.0, "idle_since": None, "counts": None}
+
+    def __call__(self) -> bool:
+        seen, now = self.seen, time.monotonic()
+        ready = self.ready()
+        if ready != seen["ready"]:  # (re)assigned and recovered
+            seen["ready"], seen["ready_at"] = ready, now
+        if ready is None or self.probe.lag(self.inputs) != 0:
+            seen["idle_since"] = None
+            return False
+        seen["idle_since"] = seen["idle_since"] or now
+        counts = tuple(map(self.probe.count, self.outputs))
+        if counts != seen["counts"]:
+            seen["counts"], seen["stable_since"] = counts, now
+        quiet_since = max(seen["ready_at"], seen["idle_since"])
+        return now - quiet_since > self.hold + 2 * TICK and now - seen["stable_since"] > 2 * TICK
+
+
 def prepared_workload(
     infra: Infra, unique: str, tmp_path: Path, seed: int, sessions: int
 ) -> tuple[Path, dict[Any, Any], dict[str, str]]:
@@ -288,23 +315,13 @@ def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
         # -- #3: runs to the end ------------------------------------------------------------------
         worker = Worker(env, tmp_path / "worker-3.log")
         w3 = worker
-        seen: dict[str, Any] = {"ready": 0, "ready_at": 0.0, "idle_since": None, "counts": None}
-
-        def finished() -> bool:
-            now = time.monotonic()
-            ready = w3.log.read_text(errors="replace").count(READY)
-            if ready != seen["ready"]:  # (re)assigned and recovered
-                seen["ready"], seen["ready_at"] = ready, now
-            if not ready or probe.lag(inputs) != 0:
-                seen["idle_since"] = None
-                return False
-            seen["idle_since"] = seen["idle_since"] or now
-            counts = tuple(map(probe.count, outputs))
-            if counts != seen["counts"]:
-                seen["counts"], seen["stable_since"] = counts, now
-            # drain-after-idle (and a tick) passed since it was ready and idle; outputs quiet since
-            quiet_since = max(seen["ready_at"], seen["idle_since"])
-            return now - quiet_since > DRAIN_AFTER_IDLE + 2 * TICK and now - seen["stable_since"] > 2 * TICK
+        finished = Settled(
+            probe,
+            inputs,
+            outputs,
+            lambda: w3.log.read_text(errors="replace").count(READY) or None,
+            DRAIN_AFTER_IDLE,
+        )
 
         worker.until("worker #3 to finish", finished, timeout=90, every=0.5)
         worker.proc.send_signal(signal.SIGTERM)

@@ -45,8 +45,8 @@ from tests.infra import Infra
 from tests.integration.test_worker_crash import (
     READY,
     REPO,
-    TICK,
     Probe,
+    Settled,
     Worker,
     _env,
     assert_exact,
@@ -221,23 +221,13 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
 
         # -- both run to the end -------------------------------------------------------------------
         live = [a, b2]
-        seen: dict[str, Any] = {"ready": None, "ready_at": 0.0, "idle_since": None, "counts": None}
 
-        def finished() -> bool:
-            now = time.monotonic()
-            ready = tuple(w.log.read_text(errors="replace").count(READY) for w in live)
-            if ready != seen["ready"]:  # (re)assigned and recovered
-                seen["ready"], seen["ready_at"] = ready, now
-            if any(current(w, raw_topic) is None for w in live) or probe.lag(inputs) != 0:
-                seen["idle_since"] = None
-                return False
-            seen["idle_since"] = seen["idle_since"] or now
-            counts = tuple(map(probe.count, outputs))
-            if counts != seen["counts"]:
-                seen["counts"], seen["stable_since"] = counts, now
-            quiet_since = max(seen["ready_at"], seen["idle_since"])
-            return now - quiet_since > HOLD + 2 * TICK and now - seen["stable_since"] > 2 * TICK
+        def ready() -> tuple[int, ...] | None:
+            if any(current(w, raw_topic) is None for w in live):
+                return None
+            return tuple(w.log.read_text(errors="replace").count(READY) for w in live)
 
+        finished = Settled(probe, inputs, outputs, ready, HOLD)
         until(live, "A and B to finish", finished, timeout=60, every=0.5)
         notes.append(f"finished at {clock()}")
         stats_b2, stats_a = stop(b2), stop(a)
