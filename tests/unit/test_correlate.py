@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors import correlate, normalize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors import aggregate, correlate, normalize
+from processors.aggregate import Obs
 from processors.correlate import CorrelateConfig, add_observations, deadline, new_state, step
 from schemas.codec import dumps, loads
 from schemas.funnel import FunnelCounts, FunnelKey, merge_rows
-from schemas.records import FunnelDelta
+from schemas.records import FunnelDelta, contribution_id, decode_delta, decode_retrieval, encode
 
 CTI = "770e8400-e29b-41d4-a716-446655440300"
 SID = "550e8400-e29b-41d4-a716-446655440000"
@@ -159,3 +163,70 @@ def test_counts_per_observation_are_never_lost_or_doubled() -> None:
     assert summed.measures["retrieved"] == 4
     # same canonical URL: one retrieval seen by four observers (the content_id changes nothing)
     assert summed.measures == {"retrieved": 4, "retrieved_corroborated": 4}
+
+
+# --- the wire close: the models' bytes, the rule's rows -------------------------------------------
+
+_text = st.sampled_from(["", "a", "b"]) | st.none()
+_obs = st.tuples(
+    st.uuids().map(str),
+    st.sampled_from(["agent", "edge", "origin", "index"]),
+    st.sampled_from(["cdn", "origin-srv", "agent-emitter"]),
+    st.integers(-(2**40), 2**52),  # epoch microseconds, before 1970 too
+    st.sampled_from(["https://a.example/x", "https://a.example/y", ""]) | st.none(),
+    _text,  # content_id
+    _text,  # session_id
+    _text,  # agent_id
+    _text,  # content_scope
+    st.sampled_from(["a.example", ""]) | st.none(),
+    st.sampled_from(["https://a.example/x?utm=1"]) | st.none(),
+    st.floats(0, 1e9),
+)
+
+
+def _reference_deltas(groups: list[tuple[str, list[Obs]]], emitted: Any, scope: str) -> list[bytes]:
+    """What the rule (``aggregate``) and the model (``FunnelDelta.build`` + ``encode``) give."""
+    rows = aggregate.retrieval_contributions(groups)
+    changes = aggregate.diff(rows, aggregate.rows_from_json(emitted))
+    return [encode(FunnelDelta.build(k, c, scope=scope)) for k, c in sorted(changes.items())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(observations=st.lists(_obs, min_size=1, max_size=7, unique_by=lambda o: o[0]), first=st.integers(1, 7))
+def test_wire_close_is_the_models_encoding_of_the_rule(
+    observations: list[tuple[Any, ...]], first: int
+) -> None:
+    state = new_state(CTI, 3)
+    for upto, rev in ((first, 0), (len(observations), 1)):  # a close, then a late re-close
+        state["obs"] = [list(o) for o in observations[:upto]]
+        state["closed"] = False
+        emitted = state["emitted"]
+        obs = [Obs(*o) for o in state["obs"]]
+        groups = [(aggregate.retrieval_status(g, True), g) for g in aggregate.split_retrievals(obs)]
+        out = correlate.close(state, now=1.0)
+        scope = f"retrieval:{CTI}:r{rev}"
+        assert [v for _k, v in out.delta_wire] == _reference_deltas(groups, emitted, scope)
+        for k, v in out.delta_wire:
+            d = decode_delta(v)
+            assert k == d.contribution_id.encode() == contribution_id(scope, d.key).encode()
+        for k, v in out.record_wire:
+            assert encode(decode_retrieval(v)) == v and k == CTI.encode()
+        assert [r.status for r in out.records] == [s for s, _g in groups]
+        assert out.corroborated == sum(1 for s, _g in groups if s == "corroborated")
+        assert state["emitted"] == aggregate.rows_to_json(aggregate.retrieval_contributions(groups))
+
+
+@settings(max_examples=100, deadline=None)
+@given(ob=_obs)
+def test_wire_standalone_is_the_models_encoding_of_the_rule(ob: tuple[Any, ...]) -> None:
+    ev = {
+        "event_id": ob[0], "event_type": "retrieved", "source_role": ob[1], "emitter": ob[2],
+        "timestamp": aggregate.from_us(ob[3]).isoformat(), "canonical_url": ob[4], "content_id": ob[5],
+    }  # fmt: skip
+    out = correlate.standalone(ev, now=0.0)
+    o = aggregate.compact_observation(ev, 0.0)
+    assert [v for _k, v in out.delta_wire] == _reference_deltas(
+        [("standalone", [o])], [], f"retrieval:{o.id}:r0"
+    )
+    ((key, value),) = out.record_wire
+    assert key == o.id.encode() and encode(decode_retrieval(value)) == value
