@@ -330,7 +330,9 @@ class Profiler:
 def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     from ctpipe.demo import expected_rows, publish_workload, stored_rows
     from ctpipe.settings import Settings
+    from ctpipe.worker import worker_app_id
     from deploy.kafka.topics import delete_topics, ensure_topics, group_lag, message_count
+    from processors.worker import WorkerTopics, input_groups
     from producers.generator import GeneratorConfig, generate
     from producers.replay import workload_messages
     from schemas.normalize import ingest
@@ -405,8 +407,11 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     worker = Worker(tmp, bootstrap, ns, worker_cfg, ns, owners=workload / "owners.json")
     t0 = worker.started
     prof = Profiler(worker.pid, a.profile) if a.profile else None
-    worker_group = f"ctpipe-{ns}-worker"
-    inputs = [names["raw"], names["events"], names["retrievals"]]
+    groups = input_groups(worker_app_id("ctpipe", ns), WorkerTopics.for_namespace(ns))
+
+    def inputs_done() -> bool:
+        return all(group_lag(bootstrap, group, inputs) == 0 for group, inputs in groups)
+
     outputs = [names["funnel"], names["sessions"], names["correlated"], names["events"]]
     timeline: list[tuple[float, int, int]] = []
     t_first = t_consumed = t_drained = t_end = None
@@ -426,7 +431,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
                     t_first = now
                     cpu_first = worker.cpu()
                 if t_consumed is None and n["messages"] >= total_in:
-                    if group_lag(bootstrap, worker_group, inputs) == 0:
+                    if inputs_done():
                         t_consumed = time.time()
                         cpu_consumed = worker.cpu()
                         worker.drain()
@@ -434,8 +439,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
                     t_drained = now
                     cpu_drained = worker.cpu()
                 elif t_drained is not None and (
-                    group_lag(bootstrap, sink.config.group_id, outputs) == 0
-                    and group_lag(bootstrap, worker_group, inputs) == 0
+                    group_lag(bootstrap, sink.config.group_id, outputs) == 0 and inputs_done()
                 ):
                     t_end = time.time()
                     break

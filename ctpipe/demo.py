@@ -27,8 +27,9 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from ctpipe.settings import Settings
-from ctpipe.worker import WorkerConfig, running_worker, with_owner_registry
+from ctpipe.worker import WorkerConfig, running_worker, with_owner_registry, worker_app_id
 from deploy.kafka.topics import delete_topics, ensure_topics, group_lag, message_count
+from processors.worker import WorkerTopics, input_groups
 from producers.kafka import make_producer
 from producers.replay import replay_documents
 from schemas import codec
@@ -231,9 +232,10 @@ async def run_pipeline_async(
                 log_events += e
                 if progress:
                     progress("published", {"documents": documents, "log_events": log_events})
-            worker_group = f"{settings.app_id}-{namespace}-worker"
+            groups = input_groups(
+                worker_app_id(settings.app_id, namespace), WorkerTopics.for_namespace(namespace)
+            )
             names = {t.name.rsplit(".", 1)[-1]: t.name for t in topics}
-            inputs = [names["raw"], names["events"], names["retrievals"]]
 
             def worker_done() -> bool:
                 stats = worker.stats()
@@ -241,9 +243,8 @@ async def run_pipeline_async(
                     progress("processing", stats)
                 # Everything is published (RAW holds it all), so committed inputs = consumed and
                 # their outputs delivered (the worker flushes before it commits).
-                return (
-                    stats["normalize"]["messages"] > 0
-                    and group_lag(settings.bootstrap, worker_group, inputs) == 0
+                return stats["normalize"]["messages"] > 0 and all(
+                    group_lag(settings.bootstrap, group, inputs) == 0 for group, inputs in groups
                 )
 
             await _wait_caught_up(

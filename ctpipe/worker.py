@@ -71,7 +71,7 @@ async def running_worker(
     """Create the topics, start the worker, yield a handle, stop it cleanly on exit."""
     topics = WorkerTopics.for_namespace(namespace)
     await asyncio.to_thread(ensure_topics, bootstrap, topics.all())
-    app = pw.build_worker(_app_id(app_id, namespace), bootstrap, datadir, namespace, config)
+    app = pw.build_worker(worker_app_id(app_id, namespace), bootstrap, datadir, namespace, config)
     pw.tune_gc()
     await app.start()
     try:
@@ -82,7 +82,8 @@ async def running_worker(
             await asyncio.wait_for(app.stop(), STOP_TIMEOUT)
 
 
-def _app_id(app_id: str, namespace: str) -> str:
+def worker_app_id(app_id: str, namespace: str) -> str:
+    """The Faust app id (and consumer group) of a worker on ``namespace``."""
     return f"{app_id}-{namespace}-worker" if namespace else f"{app_id}-worker"
 
 

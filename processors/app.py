@@ -20,6 +20,7 @@ import orjson
 from faust.streams import _current_event
 
 from processors.output import ChangelogStore, ChangelogTable, Output
+from processors.source import BatchSource
 from schemas import dlq
 from schemas.records import pack
 
@@ -29,6 +30,17 @@ class PipelineApp(faust.App):
     ``processors.output``); Faust's own producer is flushed after it, before every commit."""
 
     output: Output
+    #: stateless stages' inputs (``processors.source``): started with the app, stopped first
+    sources: list[BatchSource]
+
+    def add_source(self, source: BatchSource) -> None:
+        """Run ``source`` from app start (``app.task``) until ``on_stop``."""
+        self.sources.append(source)
+
+        async def run() -> None:
+            await source.run()
+
+        self.task(run)
 
     def _new_producer(self) -> Any:
         producer = super()._new_producer()
@@ -43,6 +55,11 @@ class PipelineApp(faust.App):
         return producer
 
     async def on_stop(self) -> None:
+        for source in self.sources:  # final flush + commit while the output is still open
+            try:
+                await source.stop()
+            except Exception as exc:  # never abort Faust's stop (its threads must end)
+                self.log.warning("%s: stop failed: %r", source.topic, exc)
         await super().on_stop()  # stops the consumer, flushes (above)
         try:
             left = self.output.close()
@@ -75,6 +92,7 @@ def create_app(app_id: str, bootstrap: str, datadir: Path, **overrides: Any) -> 
     options.update(overrides)
     app = PipelineApp(app_id, **options)
     app.output = Output(bootstrap, client_id=app_id)
+    app.sources = []
     return app
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from processors import aggregate
-from processors.aggregate import Obs
+from processors.aggregate import HOUR_US, Obs, PlainRows, plain_rows_json, wire_deltas
 from processors.app import Item, PipelineApp, Send, StateStage
 from schemas.codec import dumps
 from schemas.records import CorrelatedRetrieval, FunnelDelta, decode_delta, decode_retrieval, unpack
@@ -100,35 +100,21 @@ def retrieval_id(cti: str | None, group: Sequence[Obs]) -> str:
 
 # --- closing, straight to wire bytes --------------------------------------------------------------
 # A close builds its FunnelDelta and CorrelatedRetrieval records as the JSON the models encode to
-# (``schemas.records.encode``: the models' field order, UTC datetimes as "...Z") from plain dicts:
-# building pydantic records and encoding them cost ~2/3 of a close. ``Wire.deltas`` /
-# ``Wire.records`` decode (validate) them back into the models; tests hold the bytes equal to the
-# models' own encoding and the rows equal to ``aggregate.retrieval_contributions`` (the rule).
-
-_HOUR_US = 3_600_000_000
-#: row key: (hour index since the epoch, owner domain, content key, agent_id, content_scope, role)
-RowKey = tuple[int, str, str, str, str, str]
-_hour_text: dict[int, tuple[str, str]] = {}
+# (``schemas.records.encode``: the models' field order, UTC datetimes as "...Z") from plain dicts
+# (``aggregate.wire_deltas``): building pydantic records and encoding them cost ~2/3 of a close.
+# ``Wire.deltas`` / ``Wire.records`` decode (validate) them back into the models; tests hold the
+# bytes equal to the models' own encoding and the rows equal to ``aggregate.retrieval_contributions``.
 
 
-def _hour(h: int) -> tuple[str, str]:
-    """Hour index -> (its JSON text, its ``isoformat`` as ``contribution_id`` hashes it)."""
-    got = _hour_text.get(h)
-    if got is None:
-        dt = aggregate.hour_from_us(h * _HOUR_US)
-        got = _hour_text[h] = (dumps(dt)[1:-1].decode(), dt.isoformat())
-    return got
-
-
-def _rows(groups: Sequence[tuple[str, Sequence[Obs]]]) -> dict[RowKey, dict[str, int]]:
+def _rows(groups: Sequence[tuple[str, Sequence[Obs]]]) -> PlainRows:
     """``aggregate.retrieval_contributions`` on plain keys: ``retrieved`` + its status measure
     per observation, in the observation's own row (its hour, owner, content key, agent, role)."""
-    rows: dict[RowKey, dict[str, int]] = {}
+    rows: PlainRows = {}
     for status, group in groups:
         measure = f"retrieved_{status}"
         for o in group:
             key = (
-                o.ts // _HOUR_US,
+                o.ts // HOUR_US,
                 o.owner_domain or "",
                 o.content_id or o.canonical_url or "",  # schemas.funnel.content_key
                 o.agent_id or "",
@@ -137,64 +123,12 @@ def _rows(groups: Sequence[tuple[str, Sequence[Obs]]]) -> dict[RowKey, dict[str,
             )
             row = rows.get(key)
             if row is None:
-                rows[key] = {"retrieved": 1, measure: 1}
+                rows[key] = ({"retrieved": 1, measure: 1}, {})
             else:
-                row["retrieved"] += 1
-                row[measure] = row.get(measure, 0) + 1
+                measures = row[0]
+                measures["retrieved"] += 1
+                measures[measure] = measures.get(measure, 0) + 1
     return rows
-
-
-def _delta(key: RowKey, measures: dict[str, int], values: dict[str, int], scope: str) -> tuple[bytes, bytes]:
-    """(contribution id, FunnelDelta JSON) of ``FunnelDelta.build(key, counts, scope=scope)``."""
-    hour_json, hour_iso = _hour(key[0])
-    material = "\x1f".join((scope, hour_iso, *key[1:]))
-    cid = hashlib.sha256(material.encode()).hexdigest()[:32]
-    delta = {
-        "contribution_id": cid,
-        "hour": hour_json,
-        "owner_domain": key[1],
-        "content_key": key[2],
-        "agent_id": key[3],
-        "content_scope": key[4],
-        "source_role": key[5],
-        "measures": measures,
-        "conversion_value": values,
-        "origin": scope,
-    }
-    return cid.encode(), dumps(delta)
-
-
-def _deltas(
-    new: dict[RowKey, dict[str, int]], emitted: Sequence[Sequence[Any]], scope: str
-) -> list[tuple[bytes, bytes]]:
-    """``aggregate.diff(new, emitted)``, sorted by row key, as wire deltas: the correction this
-    revision emits (the first revision: everything)."""
-    old: dict[RowKey, tuple[dict[str, int], dict[str, int]]] = {
-        (e[0] // 3600, e[1], e[2], e[3], e[4], e[5]): (e[6], e[7]) for e in emitted
-    }
-    out: list[tuple[bytes, bytes]] = []
-    for key in sorted(new.keys() | old.keys()):
-        measures = dict(new.get(key) or {})
-        values: dict[str, int] = {}
-        before = old.get(key)
-        if before is not None:
-            for m, v in before[0].items():
-                if v:
-                    measures[m] = measures.get(m, 0) - v
-            for c, v in before[1].items():
-                if v:
-                    values[c] = values.get(c, 0) - v
-            measures = {m: v for m, v in measures.items() if v}
-            values = {c: v for c, v in values.items() if v}
-            if not measures and not values:
-                continue
-        out.append(_delta(key, measures, values, scope))
-    return out
-
-
-def _rows_json(rows: dict[RowKey, dict[str, int]]) -> list[list[Any]]:
-    """``aggregate.rows_to_json`` of plain rows (what a state stores as emitted)."""
-    return [[k[0] * 3600, k[1], k[2], k[3], k[4], k[5], m, {}] for k, m in rows.items()]
 
 
 def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, bytes]:
@@ -259,14 +193,14 @@ def close(state: dict[str, Any], now: float) -> Wire:
     rows = _rows(groups)
     rev = state["rev"] + 1
     out = Wire(
-        _deltas(rows, state["emitted"], f"retrieval:{cti}:r{rev}"),
+        wire_deltas(rows, state["emitted"], f"retrieval:{cti}:r{rev}"),
         [_record(cti, status, g) for status, g in groups],
         sum(1 for status, _g in groups if status == "corroborated"),
     )
     state["rev"] = rev
     state["closed"] = True
     state["closed_at"] = now
-    state["emitted"] = _rows_json(rows)
+    state["emitted"] = plain_rows_json(rows)
     return out
 
 
@@ -274,7 +208,7 @@ def standalone(ev: dict[str, Any], now: float) -> Wire:
     """A retrieval without a Content-Telemetry-ID (CT 7.2 rule 3): counted at once, no state."""
     ob = aggregate.compact_observation(ev, now)
     groups = [("standalone", [ob])]
-    return Wire(_deltas(_rows(groups), (), f"retrieval:{ob.id}:r0"), [_record(None, "standalone", [ob])])
+    return Wire(wire_deltas(_rows(groups), (), f"retrieval:{ob.id}:r0"), [_record(None, "standalone", [ob])])
 
 
 def step(state: dict[str, Any], now: float, cfg: CorrelateConfig, drain: bool) -> tuple[Any, Wire | None]:

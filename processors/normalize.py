@@ -20,7 +20,8 @@ Output, per accepted document:
 * RETRIEVALS — every ``retrieved`` event on its own record, ``encode_event(event)``, routed by
   content_telemetry_id, else event_id (CT 7.2 repartitioning for correlation).
 
-Batching (``route_outputs``): the agent takes RAW in batches and writes each batch's records
+Batching (``route_outputs``): the stage takes RAW in batches (``processors.source.BatchSource``:
+librdkafka, its own consumer group, no Faust event per message) and writes each batch's records
 packed (``schemas.records.pack``: a JSON array per message, at most 512 KiB) per destination
 partition, the partition being ``schemas.topics.partition_for`` of the record's key (session
 key; content_telemetry_id, else event_id), so all records of one session / one ID meet on one
@@ -47,9 +48,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
-
 from processors.app import Health, PipelineApp, send_reliably
+from processors.source import BatchSource
 from schemas import dlq
 from schemas.canonical import CanonicalEvent, EventType
 from schemas.codec import dumps
@@ -265,6 +265,8 @@ class NormalizeStats:
 def register(
     app: PipelineApp,
     *,
+    bootstrap: str,
+    group: str,
     raw_topic: str,
     events_topic: str,
     retrievals_topic: str,
@@ -273,68 +275,76 @@ def register(
     events_partitions: int,
     retrievals_partitions: int,
     batch: int = 2000,
-    within: float = 0.1,
     stats: NormalizeStats | None = None,
     owners: OwnerRegistry | None = None,
     health: Health | None = None,
-) -> Any:
-    """Add the normalize agent (RAW -> EVENTS + RETRIEVALS | DLQ) to ``app``.
+) -> BatchSource:
+    """Add the normalize stage (RAW -> EVENTS + RETRIEVALS | DLQ) to ``app``.
 
+    Stateless, so it reads RAW through a ``processors.source.BatchSource`` (consumer group
+    ``group``: librdkafka batches, no Faust event per message) started and stopped with the app.
     ``owners``: content owner registry for content_id-only events (None = URL owners only).
     """
-    source = app.topic(raw_topic, key_serializer="raw", value_serializer="raw")
     st = stats if stats is not None else NormalizeStats()
     health = health if health is not None else Health()
 
-    @app.agent(source, name="ctpipe-normalize")
-    async def normalize(stream: faust.StreamT[bytes]) -> None:
-        async for batch_events in stream.take_events(batch, within=within):  # type: ignore[attr-defined]
-            accepted: list[Normalized] = []
-            letters: list[tuple[bytes | None, bytes]] = []
-            for event in batch_events:
-                msg = event.message
-                out = normalize_message(
-                    msg.value,
-                    key=msg.key,
-                    headers=msg.headers,
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    owners=owners,
-                )
-                st.messages += 1
-                if out.dead_letter is not None:
-                    st.invalid += 1
-                    try:
-                        breaker.record(False, out.reason)
-                    except BreakerTripped as exc:
-                        # Park without acknowledging this batch (its offsets are never
-                        # committed); the host sees ``breaker.tripped`` and exits without a
-                        # graceful stop (which would acknowledge and commit the batch).
-                        app.log.error("%s", exc)
-                        app.conf.stream_wait_empty = False  # stop must not wait for this batch
-                        await asyncio.Event().wait()
-                    letters.append((msg.key, out.dead_letter))
-                    continue
-                breaker.record(True)
-                st.accepted += 1
-                st.events += out.event_count
-                st.retrievals += len(out.retrievals)
-                st.owners_resolved += out.owners_resolved
-                accepted.append(out)
-            # Enqueued on the app's producer; Faust flushes it before committing source offsets.
-            sends: list[tuple[str, bytes | None, bytes, int | None]] = [
-                (dlq_topic, k, v, None) for k, v in letters
-            ]
-            sends.extend(
-                (topic, None, value, partition)
-                for topic, partition, value in route_outputs(
-                    accepted, events_topic, events_partitions, retrievals_topic, retrievals_partitions
-                )
+    async def handle(msgs: list[Any]) -> None:
+        accepted: list[Normalized] = []
+        letters: list[tuple[bytes | None, bytes]] = []
+        for msg in msgs:
+            key = msg.key()
+            out = normalize_message(
+                msg.value(),
+                key=key,
+                headers=msg.headers(),
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+                owners=owners,
             )
-            await send_reliably(app, STAGE, sends, health)
+            st.messages += 1
+            if out.dead_letter is not None:
+                st.invalid += 1
+                try:
+                    breaker.record(False, out.reason)
+                except BreakerTripped as exc:
+                    # Park without returning: this batch's offsets are never committed; the
+                    # host sees ``breaker.tripped`` and exits without a graceful stop.
+                    app.log.error("%s", exc)
+                    source.parked = True
+                    await asyncio.Event().wait()
+                letters.append((key, out.dead_letter))
+                continue
+            breaker.record(True)
+            st.accepted += 1
+            st.events += out.event_count
+            st.retrievals += len(out.retrievals)
+            st.owners_resolved += out.owners_resolved
+            accepted.append(out)
+        # Enqueued on the app's Output; the source commits RAW offsets only after its flush.
+        sends: list[tuple[str, bytes | None, bytes, int | None]] = [
+            (dlq_topic, k, v, None) for k, v in letters
+        ]
+        sends.extend(
+            (topic, None, value, partition)
+            for topic, partition, value in route_outputs(
+                accepted, events_topic, events_partitions, retrievals_topic, retrievals_partitions
+            )
+        )
+        await send_reliably(app, STAGE, sends, health)
 
-    return normalize
+    source = BatchSource(
+        bootstrap=bootstrap,
+        group=group,
+        topic=raw_topic,
+        output=app.output,
+        handler=handle,
+        batch=batch,
+        client_id=app.conf.id,
+        log=app.log,
+    )
+    app.add_source(source)
+    return source
 
 
 def route_outputs(

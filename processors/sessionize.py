@@ -40,7 +40,7 @@ from processors.aggregate import SEvent
 from processors.app import Item, PipelineApp, Send, StateStage
 from processors.normalize import sessionless
 from schemas.canonical import SourceFormat
-from schemas.records import FunnelDelta, SessionRecord, encode, unpack
+from schemas.records import FunnelDelta, SessionRecord, decode_delta, encode, unpack
 
 STAGE = "sessionize"
 LATE_REASON = "late:beyond-lateness"
@@ -172,10 +172,15 @@ def deadline(state: Mapping[str, Any], cfg: SessionizeConfig) -> float | None:
 
 @dataclass(slots=True)
 class Closed:
-    """Outputs of one close: deltas for FUNNEL, the record for SESSIONS."""
+    """Outputs of one close: deltas for FUNNEL (encoded: (contribution id, JSON),
+    ``aggregate.wire_deltas``), the record for SESSIONS."""
 
-    deltas: list[FunnelDelta]
+    delta_wire: list[tuple[bytes, bytes]]
     record: SessionRecord
+
+    @property
+    def deltas(self) -> list[FunnelDelta]:
+        return [decode_delta(v) for _k, v in self.delta_wire]
 
 
 def close(
@@ -193,10 +198,10 @@ def close(
         grounding_stage=any(f != SourceFormat.OPENATTRIBUTION.value for f in state["fmt"] if f)
         or not any(state["fmt"]),
     )
-    emitted = aggregate.rows_from_json(state["emitted"])
     rev = state["rev"] + 1
-    scope = f"session:{state['k']}:r{rev}"
-    deltas = [FunnelDelta.build(k, c, scope=scope) for k, c in sorted(aggregate.diff(rows, emitted).items())]
+    deltas = aggregate.wire_deltas(
+        aggregate.plain_rows(rows), state["emitted"], f"session:{state['k']}:r{rev}"
+    )
     summary = aggregate.session_summary(events, rows)
     record = SessionRecord(
         session_id=state["k"],
@@ -410,7 +415,7 @@ class Sessionizer(StateStage):
         if closed is None:
             return new, []
         self.stats.closed += 1
-        self.stats.deltas += len(closed.deltas)
-        out: list[Send] = [(self.funnel_topic, d.contribution_id.encode(), encode(d)) for d in closed.deltas]
+        self.stats.deltas += len(closed.delta_wire)
+        out: list[Send] = [(self.funnel_topic, k, v) for k, v in closed.delta_wire]
         out.append((self.sessions_topic, state["k"].encode(), encode(closed.record)))
         return new, out

@@ -3,6 +3,9 @@
 Input: RAW (and, inside the app, EVENTS and RETRIEVALS). Output: EVENTS, RETRIEVALS, FUNNEL,
 SESSIONS, CORRELATED, DLQ, all under one topic namespace. ``aggregate`` is not an agent: it is
 the pure counting module that sessionize and correlate call when they close a session/group.
+Sessionize and correlate are Faust agents (tables, co-partitioning, recovery are Faust's);
+normalize, stateless, reads RAW through a ``processors.source.BatchSource`` in its own consumer
+group (``normalize_group``) within the same app; ``input_groups`` names both groups.
 
 ``build_worker`` returns the app; ``stages(app)`` gives its stateful stages (for drains and
 stats), ``drain(app)`` closes every open session and correlation group now.
@@ -121,6 +124,8 @@ def build_worker(
     common: dict[str, Any] = {"batch": config.batch_size, "within": config.batch_within}
     normalize.register(
         app,
+        bootstrap=bootstrap,
+        group=normalize_group(app_id),
         raw_topic=topics.raw.name,
         events_topic=topics.events.name,
         retrievals_topic=topics.retrievals.name,
@@ -131,7 +136,7 @@ def build_worker(
         stats=parts.normalize_stats,
         health=parts.normalize_health,
         owners=config.owner_registry,
-        **common,
+        batch=config.batch_size,
     )
     parts.sessionizer = Sessionizer(
         app,
@@ -166,6 +171,20 @@ def build_worker(
     )
     _PARTS[app] = parts
     return app
+
+
+def normalize_group(app_id: str) -> str:
+    """The consumer group of the normalize stage's RAW source (``processors.source``)."""
+    return f"{app_id}-normalize"
+
+
+def input_groups(app_id: str, topics: WorkerTopics) -> list[tuple[str, list[str]]]:
+    """(consumer group, topics) of every input of a worker ``app_id``: what its committed
+    offsets say it has consumed (RAW by the normalize source, the rest by the Faust app)."""
+    return [
+        (normalize_group(app_id), [topics.raw.name]),
+        (app_id, [topics.events.name, topics.retrievals.name]),
+    ]
 
 
 def tune_gc() -> None:
@@ -210,6 +229,7 @@ def failure(app: faust.App) -> BaseException | None:
         output.failed if output is not None else None,  # a record the broker refused (lost)
         p.breaker.tripped,
         p.normalize_health.failed,
+        *(source.failed for source in getattr(app, "sources", ())),
         *(s.health.failed for s in (p.sessionizer, p.correlator) if s),
     ):
         if failed is not None:

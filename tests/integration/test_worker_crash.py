@@ -42,7 +42,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ctpipe.demo import expected_rows, publish_workload
 from ctpipe.settings import Settings
+from ctpipe.worker import worker_app_id
 from deploy.kafka.topics import ensure_topics, message_count
+from processors.worker import normalize_group
 from producers.generator import GeneratorConfig, generate
 from schemas.funnel import KEY_FIELDS
 from schemas.topics import ALL
@@ -74,15 +76,19 @@ print(json.dumps({
 
 
 class Probe:
-    """Committed offsets of the worker's group and topic sizes, through one long-lived consumer.
+    """Committed offsets of the worker's groups (its Faust app's; RAW: its normalize source's)
+    and topic sizes, through long-lived consumers.
 
-    It never subscribes (never joins the group); ``committed`` asks the group coordinator.
+    They never subscribe (never join the groups); ``committed`` asks the group coordinator.
     """
 
-    def __init__(self, bootstrap: str, group: str) -> None:
-        self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-        )
+    def __init__(self, bootstrap: str, app_id: str, raw_topic: str) -> None:
+        def member(group: str) -> Consumer:
+            return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+
+        # the worker's groups: RAW is committed by the normalize source's own group
+        self.consumer = member(app_id)
+        self.raw_topic, self.raw_consumer = raw_topic, member(normalize_group(app_id))
         self.partitions: dict[str, list[int]] = {}
 
     def _tps(self, topics: Iterable[str]) -> list[TopicPartition]:
@@ -100,15 +106,19 @@ class Probe:
 
     def lag(self, topics: Iterable[str]) -> int:
         """Messages of ``topics`` the group has not committed (a partition never committed: all)."""
-        tps = self._tps(topics)
-        for attempt in range(50):
-            try:
-                committed = self.consumer.committed(tps, timeout=10)
-                break
-            except KafkaException:  # coordinator loading/moving: transient
-                if attempt == 49:
-                    raise
-                time.sleep(0.2)
+        committed: list[TopicPartition] = []
+        for consumer, tps in (
+            (self.raw_consumer, self._tps(t for t in topics if t == self.raw_topic)),
+            (self.consumer, self._tps(t for t in topics if t != self.raw_topic)),
+        ):
+            for attempt in range(50):
+                try:
+                    committed += consumer.committed(tps, timeout=10) if tps else []
+                    break
+                except KafkaException:  # coordinator loading/moving: transient
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.2)
         lag = 0
         for tp in committed:
             low, high = self._marks(tp)
@@ -121,6 +131,7 @@ class Probe:
 
     def close(self) -> None:
         self.consumer.close()
+        self.raw_consumer.close()
 
 
 def _env(infra: Infra, namespace: str, data_dir: Path, clickhouse_url: str) -> dict[str, str]:
@@ -283,7 +294,7 @@ def test_sigkill_worker_twice_then_restart_gives_the_exact_funnel(
     raw, funnel = [topics["raw"]], topics["funnel"]
     inputs = [topics["raw"], topics["events"], topics["retrievals"]]
     outputs = [topics[n] for n in ("funnel", "sessions", "correlated", "dlq")]
-    probe = Probe(infra.bootstrap, f"ctpipe-{unique}-worker")
+    probe = Probe(infra.bootstrap, worker_app_id("ctpipe", unique), topics["raw"])
     worker: Worker | None = None
     try:
         total = probe.count(topics["raw"])  # log events travel in batch documents

@@ -1,13 +1,13 @@
 """Two workers in one consumer group: scale out, hand over on a clean stop, rebalance back; exact funnel.
 
 ``ctpipe worker`` keeps its sessionize/correlate state in changelog-backed Faust tables (rocksdb
-store on the worker's own disk, no standby replicas), co-partitioned with RAW/EVENTS/RETRIEVALS
-(4 partitions each). A worker that takes over a partition must rebuild its state from the
+store on the worker's own disk, no standby replicas), co-partitioned with EVENTS/RETRIEVALS
+(4 partitions each; RAW is read by the stateless normalize source in a group of its own). A worker that takes over a partition must rebuild its state from the
 changelog, and the close timers must follow the assignment (``StateStage._rescan``).
 
 1. Simulated workload (generator) published to RAW; its ground truth from the simulator.
 2. Workers A and B start together: same namespace, so the same app id and consumer group, each
-   with its own ``CTPIPE_DATA_DIR`` (B's tables are not on A's disk). Both must own RAW
+   with its own ``CTPIPE_DATA_DIR`` (B's tables are not on A's disk). Both must own EVENTS
    partitions (aiokafka's "Setting newly assigned partitions" line, INFO) and be ready.
 3. B is stopped cleanly (SIGTERM) once it has committed sessionized EVENTS and while it still
    holds open sessions: A takes every partition and recovers B's table partitions from the
@@ -19,7 +19,7 @@ changelog, and the close timers must follow the assignment (``StateStage._rescan
    SIGTERM both. ``ctpipe sink --until-caught-up`` writes ClickHouse; a reader subprocess
    returns the funnel: every row equals the truth, no dead letters, no contribution stored twice.
 
-Process model and the committed-offset probe (ONE consumer of the worker group, never the admin
+Process model and the committed-offset probe (one consumer per worker group, never the admin
 offset API) are those of ``test_worker_crash`` (see its docstring), whose helpers are reused.
 """
 
@@ -39,8 +39,9 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
+from ctpipe.worker import worker_app_id
 from deploy.kafka.topics import message_count
-from schemas.topics import RAW
+from schemas.topics import EVENTS
 from tests.infra import Infra
 from tests.integration.test_worker_crash import (
     READY,
@@ -58,7 +59,7 @@ from tests.integration.test_worker_crash import (
 pytestmark = pytest.mark.integration
 
 SEED, SESSIONS = 23, 40
-ALL_PARTITIONS = frozenset(range(RAW.partitions))  # co-partitioned: EVENTS, RETRIEVALS, changelogs
+ALL_PARTITIONS = frozenset(range(EVENTS.partitions))  # co-partitioned: RETRIEVALS, changelogs
 ASSIGNED = re.compile(r"Setting newly assigned partitions (.*) for group")
 #: Sessions/groups stay open this long after their last input (wall clock) and the worker drains
 #: after this long idle: long enough that B, back after the handover, still finds open state on
@@ -88,14 +89,14 @@ def worker_env(infra: Infra, namespace: str, data_dir: Path, clickhouse_url: str
 class Phase:
     """One assignment a worker was given (aiokafka INFO line) and what its log says after it."""
 
-    raw: frozenset[int]  # RAW partitions (co-partitioned with EVENTS, RETRIEVALS, changelogs)
+    events: frozenset[int]  # EVENTS partitions (co-partitioned with RETRIEVALS, changelogs)
     restored: bool  # read table changelogs ("Restoring state from changelog topics")
     ready: bool  # recovered and resumed ("Worker ready") before any later assignment
 
 
-def phases(worker: Worker, raw_topic: str) -> list[Phase]:
+def phases(worker: Worker, events_topic: str) -> list[Phase]:
     """Every assignment of this worker, in order."""
-    tp = re.compile(rf"TopicPartition\(topic='{re.escape(raw_topic)}', partition=(\d+)\)")
+    tp = re.compile(rf"TopicPartition\(topic='{re.escape(events_topic)}', partition=(\d+)\)")
     text = worker.log.read_text(errors="replace")
     found = list(ASSIGNED.finditer(text))
     out = []
@@ -107,10 +108,10 @@ def phases(worker: Worker, raw_topic: str) -> list[Phase]:
     return out
 
 
-def current(worker: Worker, raw_topic: str) -> frozenset[int] | None:
-    """RAW partitions of the worker's latest assignment once it is ready on it, else None."""
-    history = phases(worker, raw_topic)
-    return history[-1].raw if history and history[-1].ready else None
+def current(worker: Worker, events_topic: str) -> frozenset[int] | None:
+    """EVENTS partitions of the worker's latest assignment once it is ready on it, else None."""
+    history = phases(worker, events_topic)
+    return history[-1].events if history and history[-1].ready else None
 
 
 def until(
@@ -149,10 +150,10 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
     owners = {"CTPIPE_OWNER_REGISTRY": str(workload / "owners.json")}  # as the truth attributes content ids
     env_a = {**worker_env(infra, unique, tmp_path / "data-a", clickhouse_url), **owners}
     env_b = {**worker_env(infra, unique, tmp_path / "data-b", clickhouse_url), **owners}
-    raw_topic, funnel = topics["raw"], topics["funnel"]
+    raw_topic, events_topic, funnel = topics["raw"], topics["events"], topics["funnel"]
     inputs = [topics["raw"], topics["events"], topics["retrievals"]]
     outputs = [topics[n] for n in ("funnel", "sessions", "correlated", "dlq")]
-    probe = Probe(infra.bootstrap, f"ctpipe-{unique}-worker")
+    probe = Probe(infra.bootstrap, worker_app_id("ctpipe", unique), topics["raw"])
     workers: list[Worker] = []
 
     def clock() -> str:
@@ -160,19 +161,19 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
 
     notes: list[str] = []
     try:
-        # -- A and B together: both must own RAW partitions ----------------------------------------
+        # -- A and B together: both must own EVENTS partitions ----------------------------------------
         notes.append(f"workers start at {clock()}")
         a = ScaleWorker(env_a, tmp_path / "worker-a.log")
         b = ScaleWorker(env_b, tmp_path / "worker-b.log")
         workers += [a, b]
 
         def split() -> tuple[frozenset[int], frozenset[int]] | None:
-            mine_a, mine_b = current(a, raw_topic), current(b, raw_topic)
+            mine_a, mine_b = current(a, events_topic), current(b, events_topic)
             if mine_a and mine_b and not mine_a & mine_b and mine_a | mine_b == ALL_PARTITIONS:
                 return mine_a, mine_b
             return None
 
-        parts_a, parts_b = until([a, b], "A and B to share RAW", split, timeout=60, every=0.1)
+        parts_a, parts_b = until([a, b], "A and B to share EVENTS", split, timeout=60, every=0.1)
         notes.append(
             f"split A{sorted(parts_a)} B{sorted(parts_b)} at {clock()}, input lag {probe.lag(inputs)}"
         )
@@ -196,11 +197,11 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
         # Each close of this (fresh) incarnation counted once, each state tracked: open ones remain.
         assert sessions_b1["tracked"] > sessions_b1["closed"], f"B held no open session: {stats_b1}"
 
-        seen_a = len(phases(a, raw_topic))
+        seen_a = len(phases(a, events_topic))
 
         def took_over() -> Phase | None:
-            later = phases(a, raw_topic)[seen_a:]
-            return next((ph for ph in later if ph.raw == ALL_PARTITIONS and ph.ready), None)
+            later = phases(a, events_topic)[seen_a:]
+            return next((ph for ph in later if ph.events == ALL_PARTITIONS and ph.ready), None)
 
         handover = until([a], "A to take over every partition", took_over, timeout=60, every=0.05)
         notes.append(f"A took all at {clock()} (restored {handover.restored}) input lag {probe.lag(inputs)}")
@@ -211,19 +212,19 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
         workers.append(b2)
 
         def rebalanced() -> frozenset[int] | None:
-            mine_a, mine_b2 = current(a, raw_topic), current(b2, raw_topic)
+            mine_a, mine_b2 = current(a, events_topic), current(b2, events_topic)
             if mine_a and mine_b2 and not mine_a & mine_b2 and mine_a | mine_b2 == ALL_PARTITIONS:
                 return mine_b2
             return None
 
-        parts_b2 = until([a, b2], "A and B to share RAW again", rebalanced, timeout=60, every=0.1)
+        parts_b2 = until([a, b2], "A and B to share EVENTS again", rebalanced, timeout=60, every=0.1)
         notes.append(f"B2 owns {sorted(parts_b2)} at {clock()} input lag {probe.lag(inputs)}")
 
         # -- both run to the end -------------------------------------------------------------------
         live = [a, b2]
 
         def ready() -> tuple[int, ...] | None:
-            if any(current(w, raw_topic) is None for w in live):
+            if any(current(w, events_topic) is None for w in live):
                 return None
             return tuple(w.log.read_text(errors="replace").count(READY) for w in live)
 

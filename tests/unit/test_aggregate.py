@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from processors import aggregate
 from processors.aggregate import Obs, SEvent
 from schemas.funnel import FunnelCounts, FunnelKey, hour_of, merge_rows
+from schemas.records import FunnelDelta, decode_delta, encode
 from schemas.urls import canonical_url, owner_domain
 
 T0 = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
@@ -312,3 +316,73 @@ def test_diff_sums_back_to_new_totals() -> None:
         aggregate.rows_from_json(aggregate.orjson.loads(aggregate.orjson.dumps(aggregate.rows_to_json(new))))
         == new
     )
+
+
+# --- wire deltas and the O(1) departure index, against their definitions --------------------------
+
+_name = st.sampled_from(["", "a.example", "b.example"])
+_key = st.builds(
+    FunnelKey,
+    st.integers(-50_000, 500_000).map(lambda h: aggregate.hour_from_us(h * aggregate.HOUR_US)),
+    _name,
+    _name,
+    _name,
+    _name,
+    st.sampled_from(["agent", "edge"]),
+)
+_counts = st.builds(
+    FunnelCounts,
+    st.dictionaries(st.sampled_from(["retrieved", "cited", "grounded", "checkouts"]), st.integers(-3, 3)),
+    st.dictionaries(st.sampled_from(["EUR", "USD"]), st.integers(-500, 500)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    new=st.dictionaries(_key, _counts, max_size=5),
+    old=st.dictionaries(_key, _counts, max_size=5),
+    scope=st.sampled_from(["session:s:r1", "retrieval:c:r0"]),
+)
+def test_wire_deltas_are_the_encoded_diff(
+    new: dict[FunnelKey, FunnelCounts], old: dict[FunnelKey, FunnelCounts], scope: str
+) -> None:
+    emitted = aggregate.rows_to_json(old)
+    expected = [
+        encode(FunnelDelta.build(k, c, scope=scope))
+        for k, c in sorted(aggregate.diff(new, aggregate.rows_from_json(emitted)).items())
+    ]
+    got = aggregate.wire_deltas(aggregate.plain_rows(new), emitted, scope)
+    assert [v for _k, v in got] == expected
+    assert [k for k, _v in got] == [decode_delta(v).contribution_id.encode() for _k, v in got]
+    assert aggregate.plain_rows_json(aggregate.plain_rows(new)) == aggregate.rows_to_json(new)
+
+
+def _same(a: SEvent, b: SEvent) -> bool:
+    """CT 4.3 "the same content", as schemas.funnel words it (the scan ``_Contents`` replaces)."""
+    return bool(
+        (a.content_key and a.content_key == b.content_key)
+        or (a.canonical_url and a.canonical_url == b.canonical_url)
+        or (a.content_id and a.content_id == b.content_id)
+    )
+
+
+_ident = st.sampled_from(["", "x", "y"]) | st.none()
+_sev = st.builds(
+    SEvent,
+    id=st.just("e"),
+    type=st.just("cited"),
+    ts=st.just(0),
+    owner_domain=st.just(""),
+    content_key=st.sampled_from(["", "x", "y", "z"]),
+    canonical_url=_ident,
+    content_id=_ident,
+    agent_id=st.none(),
+    content_scope=st.none(),
+    source_role=st.just("agent"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(e=_sev, others=st.lists(_sev, max_size=6))
+def test_content_index_is_the_same_content_rule(e: SEvent, others: list[SEvent]) -> None:
+    assert (e in aggregate._Contents(others)) == any(_same(e, o) for o in others)
