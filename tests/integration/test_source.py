@@ -66,7 +66,7 @@ async def test_every_handled_message_is_forwarded_then_committed(infra: Infra, u
     assert src.assigned == frozenset(range(raw.partitions))
     await src.stop()
     await task
-    assert src.consumed == 500 and max(batches) <= 64 and src.commits >= 5
+    assert src.consumed == 500 and max(batches) <= 64 and src.commits >= 3  # every >= 100 handled + the last
     assert message_count(infra.bootstrap, copy.name) == 500  # committed only once forwarded
     assert src.assigned == frozenset()  # left the group
     out.close()
