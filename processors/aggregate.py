@@ -388,19 +388,7 @@ def diff(new: Mapping[FunnelKey, FunnelCounts], old: Mapping[FunnelKey, FunnelCo
 
 def rows_to_json(rows: Mapping[FunnelKey, FunnelCounts]) -> list[list[Any]]:
     """Rows -> JSON-able lists (hour as epoch seconds) for state stores."""
-    return [
-        [
-            int((k.hour - _EPOCH).total_seconds()),
-            k.owner_domain,
-            k.content_key,
-            k.agent_id,
-            k.content_scope,
-            k.source_role,
-            c.measures,
-            c.conversion_value,
-        ]
-        for k, c in rows.items()
-    ]
+    return plain_rows_json(plain_rows(rows))
 
 
 def rows_from_json(data: Iterable[Sequence[Any]]) -> Rows:

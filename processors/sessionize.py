@@ -199,9 +199,8 @@ def close(
         or not any(state["fmt"]),
     )
     rev = state["rev"] + 1
-    deltas = aggregate.wire_deltas(
-        aggregate.plain_rows(rows), state["emitted"], f"session:{state['k']}:r{rev}"
-    )
+    plain = aggregate.plain_rows(rows)
+    deltas = aggregate.wire_deltas(plain, state["emitted"], f"session:{state['k']}:r{rev}")
     summary = aggregate.session_summary(events, rows)
     record = SessionRecord(
         session_id=state["k"],
@@ -233,7 +232,7 @@ def close(
     state["closed"] = True
     state["closed_at"] = now
     state["closed_by"] = closed_by
-    state["emitted"] = aggregate.rows_to_json(rows)
+    state["emitted"] = aggregate.plain_rows_json(plain)
     return Closed(deltas, record)
 
 

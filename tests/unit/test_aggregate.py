@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from processors import aggregate
 from processors.aggregate import Obs, SEvent
-from schemas.funnel import FunnelCounts, FunnelKey, hour_of, merge_rows
+from schemas.funnel import KEY_FIELDS, FunnelCounts, FunnelKey, hour_of, merge_rows
 from schemas.records import FunnelDelta, decode_delta, encode
 from schemas.urls import canonical_url, owner_domain
 
@@ -354,7 +354,20 @@ def test_wire_deltas_are_the_encoded_diff(
     got = aggregate.wire_deltas(aggregate.plain_rows(new), emitted, scope)
     assert [v for _k, v in got] == expected
     assert [k for k, _v in got] == [decode_delta(v).contribution_id.encode() for _k, v in got]
-    assert aggregate.plain_rows_json(aggregate.plain_rows(new)) == aggregate.rows_to_json(new)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert (
+        aggregate.rows_to_json(new)
+        == [  # the state's stored form, spelled out
+            [
+                int((k.hour - epoch).total_seconds()),
+                *(getattr(k, f) for f in KEY_FIELDS[1:]),
+                c.measures,
+                c.conversion_value,
+            ]
+            for k, c in new.items()
+        ]
+    )
+    assert aggregate.rows_from_json(aggregate.rows_to_json(new)) == new
 
 
 def _same(a: SEvent, b: SEvent) -> bool:
