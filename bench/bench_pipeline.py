@@ -67,6 +67,37 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_faults(pid: int) -> dict[str, float]:
+    """User and system CPU seconds and minor page faults of a process (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    out = {"user_s": int(fields[11]) / CLK_TCK, "sys_s": int(fields[12]) / CLK_TCK, "minflt": int(fields[7])}
+    by_thread: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip().rstrip("0123456789/-:")
+            tf = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        key = f"{name}{'(main)' if task.name == str(pid) else ''}"
+        by_thread[key] = by_thread.get(key, 0) + int(tf[7])
+    out["minflt_by_thread"] = by_thread  # type: ignore[assignment]
+    return out
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """utime + stime per thread name of a process (threads of one name summed), seconds."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = name.rstrip("0123456789/-:") or name  # group numbered threads (rdk:broker1, ...)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def proc_rss(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in bytes."""
     rss = hwm = 0
@@ -161,7 +192,18 @@ def worker_proc(cfg: dict[str, Any]) -> None:
                     await asyncio.wait_for(stop.wait(), 0.2)
         return 0
 
-    raise SystemExit(asyncio.run(serve()))
+    cprofile = os.environ.get("CTPIPE_BENCH_CPROFILE")
+    if not cprofile:
+        raise SystemExit(asyncio.run(serve()))
+    import cProfile
+
+    # the event loop thread only, timed in its own CPU time (contention on the box does not count)
+    prof = cProfile.Profile(time.thread_time)
+    try:
+        code = prof.runcall(asyncio.run, serve())
+    finally:
+        prof.dump_stats(cprofile)
+    raise SystemExit(code)
 
 
 class Worker:
@@ -185,6 +227,10 @@ class Worker:
             "CTPIPE_TOPIC_NAMESPACE": ns,
             "CTPIPE_DATA_DIR": str(tmp / f"data-{name}"),
         }
+        if os.environ.get("CTPIPE_BENCH_CPROFILE"):  # --cprofile: per worker
+            env["CTPIPE_BENCH_CPROFILE"] = str(
+                Path(os.environ["CTPIPE_BENCH_CPROFILE"]).with_suffix(f".{name}.prof")
+            )
         if owners is not None and owners.exists():  # the workload's registry, as its truth uses it
             env["CTPIPE_OWNER_REGISTRY"] = str(owners)
         arg = orjson.dumps({"worker": worker_cfg, "stats": str(self.stats_path)}).decode()
@@ -414,6 +460,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
 
     outputs = [names["funnel"], names["sessions"], names["correlated"], names["events"]]
     timeline: list[tuple[float, int, int]] = []
+    rss_timeline: list[tuple[float, int]] = []  # (s since launch, worker RSS MB)
     t_first = t_consumed = t_drained = t_end = None
     cpu_consumed = cpu_first = cpu_drained = None
     deadline = t0 + a.timeout
@@ -427,6 +474,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
             if st is not None:
                 n = st["stats"]["normalize"]
                 timeline.append((now, n["messages"], n["events"]))
+                rss_timeline.append((round(now - t0, 2), round(worker.rss()[0] / 2**20)))
                 if t_first is None and n["messages"] > 0:
                     t_first = now
                     cpu_first = worker.cpu()
@@ -445,6 +493,8 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
                     break
             time.sleep(0.1)
         worker_cpu = worker.cpu()
+        worker_threads = {k: round(v, 2) for k, v in thread_cpu(worker.pid).items() if v >= 0.01}
+        worker_faults = proc_faults(worker.pid)
         _, worker_hwm = worker.rss()
         bench_cpu = self_cpu() - self_cpu0
         broker_cpu = proc_cpu(ctx["broker_pid"]) - broker_cpu0 if broker_cpu0 is not None else None
@@ -513,7 +563,17 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
             events / (cpu_drained - cpu_first) if cpu_drained is not None and cpu_first is not None else None
         ),
         "worker_cpu_util": worker_cpu / wall_proc,
+        # per thread name (main = the event loop: every stage; Faust's consumer thread; librdkafka
+        # rdk:*; rocksdb; executor threads of flushes), and per stage on the event loop's thread
+        "worker_cpu_by_thread_s": worker_threads,
+        "worker_user_sys_faults": worker_faults,
         "worker_peak_rss_mb": worker_hwm / 2**20,
+        "worker_rss_timeline_mb": rss_timeline[:: max(1, len(rss_timeline) // 60)],
+        "phase_marks_s": {
+            "first": (t_first or t0) - t0,
+            "consumed": (t_consumed or t_end) - t0,
+            "drained": (t_drained or t_end) - t0,
+        },
         "bench_proc_cpu_s": bench_cpu,
         "broker_cpu_s": broker_cpu,
         "sink_rows_inserted": sink.sink.stats.rows_inserted,
@@ -992,6 +1052,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--profile", type=Path, help="peak: py-spy the worker, raw stacks to this file")
     ap.add_argument(
+        "--cprofile",
+        type=Path,
+        help="cProfile the worker's event loop thread on its own CPU clock, stats to FILE.<worker>.prof "
+        "(slows the worker: read it for where, not for how fast)",
+    )
+    ap.add_argument(
         "--peak-config",
         choices=("default", "demo"),
         default="default",
@@ -1008,6 +1074,8 @@ def main() -> None:
     ap.add_argument("--mem-interval", type=float, default=3.0)
     ap.add_argument("--json-out", type=Path)
     a = ap.parse_args()
+    if a.cprofile:
+        os.environ["CTPIPE_BENCH_CPROFILE"] = str(a.cprofile.resolve())
     phases = [p.strip() for p in a.phases.split(",") if p.strip()]
 
     from ctpipe.settings import Settings

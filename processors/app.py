@@ -276,9 +276,34 @@ def busy(app: faust.App) -> bool:
 
 
 Send = tuple[str, bytes | None, bytes]  # (topic, key, value)
+#: A batch of a stateful stage is processed in parts of at most this much input (``parts``):
+#: its messages are packed (up to 512 KiB each), and a whole batch decoded at once held ~0.5 GB
+#: of Python objects - memory first touched (page faults: a quarter of the worker's CPU went to
+#: the kernel) instead of the same few MB reused, hot in cache (bench/PIPELINE_BENCH.md).
+PART_BYTES = 4 * 1024 * 1024
+#: Keys closed per output flush (a drain closes every open key: the same bound on its memory).
+CLOSE_PART = 4096
 #: How long a stage retries a failing batch before it parks it and the worker must exit.
 RETRY_FOR = 60.0
 Item = tuple[Any, Any]  # (the Kafka message it came in, one decoded record)
+
+
+def parts(msgs: list[Any], limit: int) -> list[list[Any]]:
+    """Consecutive runs of ``msgs`` whose values add up to at most ``limit`` bytes (a larger
+    message alone); order kept, nothing dropped."""
+    out: list[list[Any]] = []
+    part: list[Any] = []
+    size = 0
+    for m in msgs:
+        n = len(m.value or b"")
+        if part and size + n > limit:
+            out.append(part)
+            part, size = [], 0
+        part.append(m)
+        size += n
+    if part:
+        out.append(part)
+    return out
 
 
 class StateStage:
@@ -330,6 +355,9 @@ class StateStage:
         self._drained = asyncio.Event()
         self._assigned: frozenset[Any] | None = None
         self.health = Health()  # .failed: set when a batch could not be processed
+        # CPU seconds of the event loop's thread in ``process`` (batches) and in closes (timer)
+        self.cpu_process = 0.0
+        self.cpu_close = 0.0
         source = app.topic(source_topic, key_serializer="raw", value_serializer="raw")
 
         @app.agent(source, name=f"ctpipe-{self.name}")
@@ -385,25 +413,39 @@ class StateStage:
 
     # -- machinery ----------------------------------------------------------------------------
     async def _process_reliably(self, msgs: list[Any]) -> None:
-        """``process`` a batch; on an exception (an I/O failure, a store closed by a rebalance, a
-        bug - never bad input, which is dead-lettered) retry it with backoff, without the
-        messages of partitions this worker lost meanwhile (their new owner processes them from
-        its committed offset). Retrying is safe: applying a record twice changes nothing (ids are
-        deduplicated in state) and re-emitted outputs carry the same ids. After ``RETRY_FOR``
-        seconds the batch is parked unacknowledged and the worker must exit
-        (``park_unacknowledged``): leaving the batch would acknowledge it unprocessed."""
-        backoff = Backoff(self.app, self.name, self.health)
-        while True:
-            try:
-                async with self.lock:
-                    await self.process(msgs, time.time())
-                return
-            except Exception as exc:
-                await backoff.failed(exc)
-                while busy(self.app):
-                    await asyncio.sleep(0.1)
-                assigned = assigned_partitions(self.app)
-                msgs = [m for m in msgs if m.tp in assigned]
+        """``process`` a batch, in parts of at most ``PART_BYTES`` of input (``parts``); on an
+        exception (an I/O failure, a store closed by a rebalance, a bug - never bad input, which
+        is dead-lettered) retry the part with backoff, without the messages of partitions this
+        worker lost meanwhile (their new owner processes them from its committed offset).
+        Retrying is safe: applying a record twice changes nothing (ids are deduplicated in state)
+        and re-emitted outputs carry the same ids. After ``RETRY_FOR`` seconds the batch is parked
+        unacknowledged and the worker must exit (``park_unacknowledged``): leaving the batch would
+        acknowledge it unprocessed."""
+        for part in parts(msgs, PART_BYTES):
+            backoff = Backoff(self.app, self.name, self.health)
+            while True:
+                try:
+                    async with self.lock:
+                        cpu = time.thread_time()
+                        try:
+                            await self.process(part, time.time())
+                        finally:
+                            self.cpu_process += time.thread_time() - cpu
+                    break
+                except Exception as exc:
+                    await backoff.failed(exc)
+                    while busy(self.app):
+                        await asyncio.sleep(0.1)
+                    assigned = assigned_partitions(self.app)
+                    part = [m for m in part if m.tp in assigned]
+
+    def cpu_stats(self) -> dict[str, Any]:
+        """Open keys tracked, and the event loop thread's CPU seconds in batches / in closes."""
+        return {
+            "tracked": len(self.index),
+            "cpu_process_s": round(self.cpu_process, 3),
+            "cpu_close_s": round(self.cpu_close, 3),
+        }
 
     def request_drain(self) -> asyncio.Event:
         """Close everything open at the next tick; the returned event is set when done."""
@@ -511,8 +553,10 @@ class StateStage:
             self._schedule(bytes(key), self.deadline(state), int(state["p"]))
 
     async def close_due(self, now: float) -> int:
-        """Run ``step`` on every due state (every indexed one on drain): emit, await delivery,
-        then store, so a crash in between re-emits (same ids) rather than loses."""
+        """Run ``step`` on every due state (every indexed one on drain), ``CLOSE_PART`` keys at a
+        time: emit, await delivery, then store, so a crash in between re-emits (same ids) rather
+        than loses."""
+        cpu = time.thread_time()
         assigned = assigned_partitions(self.app)
         drain = self._drain_requested
         if self.drain_after_idle is not None and now - self.last_input >= self.drain_after_idle:
@@ -520,8 +564,22 @@ class StateStage:
         if assigned != self._assigned:  # (re)built from the table only when partitions moved
             self._assigned = assigned
             self._rescan()
+        due = self._due(now, drain)
+        self.cpu_close += time.thread_time() - cpu
+        closed = 0
+        for start in range(0, len(due), CLOSE_PART):
+            closed += await self._close(due[start : start + CLOSE_PART], now, drain)
+        if drain:  # a drain visited every key: the heap was emptied; rebuild it
+            self._rebuild_heap()
+        if self._drain_requested:
+            self._drain_requested = False
+            self._drained.set()
+        return closed
+
+    async def _close(self, due: list[tuple[bytes, int]], now: float, drain: bool) -> int:
+        cpu = time.thread_time()
         by_partition: dict[int, list[bytes]] = {}
-        for key, partition in self._due(now, drain):
+        for key, partition in due:
             by_partition.setdefault(partition, []).append(key)
         writes: list[tuple[bytes, PartitionState | ScopedState, dict[str, Any]]] = []
         sends: list[Send] = []
@@ -541,13 +599,12 @@ class StateStage:
                 sends.extend(out)
         if sends:
             self._send(sends)
+            # other tasks run on this thread while the flush is awaited: not this stage's CPU
+            self.cpu_close += time.thread_time() - cpu
             await self.app.output.flush()
+            cpu = time.thread_time()
         for key, store, new in writes:
             store.set(key, orjson.dumps(new))
             self._schedule(key, self.deadline(new), store.partition)
-        if drain:  # a drain visited every key: the heap was emptied; rebuild it
-            self._rebuild_heap()
-        if self._drain_requested:
-            self._drain_requested = False
-            self._drained.set()
+        self.cpu_close += time.thread_time() - cpu
         return len(writes)

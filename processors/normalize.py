@@ -43,6 +43,7 @@ says something is systematically wrong (a producer bug, a wrong topic).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ STAGE = "normalize"
 EMITTER_HEADER = "ctpipe-emitter"
 SOURCE_HEADER = "ctpipe-source"
 DEFAULT_EMITTER = "unknown"
+#: A batch's outputs are routed and enqueued every this many events (a RAW batch of event_batch
+#: documents carries up to ~1M events: built at once, its records held ~0.5 GB of memory).
+PART_EVENTS = 5000
 #: Envelopes above this many bytes are split (Kafka's default message limit is 1 MiB).
 ENVELOPE_MAX_BYTES = 256 * 1024
 
@@ -227,13 +231,19 @@ def normalize_message(
         )
         return Normalized(dead_letter=dlq.encode(letter), reason=reason)
     events = result.events
+    wire: list[dict[str, Any] | None] = list(result.wire)
     resolved = 0
     if owners:
         events, resolved = resolve_owners(events, owners)
+        if resolved:  # changed events are encoded from their new model (their wire dict is stale)
+            wire = [
+                w if new is old else None for w, new, old in zip(wire, events, result.events, strict=True)
+            ]
     out = Normalized(event_count=len(events), owners_resolved=resolved)
     session = result.session
     session_key = (session.session_id or session.ctx_token) if session is not None else None
-    encoded = [encode_event(ev) for ev in events]
+    # encode_event(ev) from the wire dicts ingest built (the same bytes, schemas.normalize)
+    encoded = [dumps(w) if w is not None else encode_event(ev) for w, ev in zip(wire, events, strict=True)]
     if session_key:
         skey = session_key.encode()
         head = encode_header(session) if session is not None else None
@@ -241,8 +251,9 @@ def normalize_message(
     else:
         for ev, enc in zip(events, encoded, strict=True):
             out.events.append((event_key(ev).encode(), SESSIONLESS_PREFIX + b',"h":null,"e":[' + enc + b"]}"))
+    retrieved = EventType.RETRIEVED
     for ev, enc in zip(events, encoded, strict=True):
-        if ev.event_type is EventType.RETRIEVED:
+        if ev.event_type is retrieved:
             out.retrievals.append(((ev.content_telemetry_id or ev.event_id).encode(), enc))
     return out
 
@@ -260,6 +271,7 @@ class NormalizeStats:
     events: int = 0
     retrievals: int = 0
     owners_resolved: int = 0  # events attributed by content_id prefix (CT 0.1 section 7.3)
+    cpu_s: float = 0.0  # the event loop thread's CPU seconds in this stage's batches
 
 
 def register(
@@ -286,11 +298,34 @@ def register(
     ``owners``: content owner registry for content_id-only events (None = URL owners only).
     """
     st = stats if stats is not None else NormalizeStats()
+    part_events = PART_EVENTS
     health = health if health is not None else Health()
 
     async def handle(msgs: list[Any]) -> None:
+        cpu = time.thread_time()
+        try:
+            await _handle(msgs)
+        finally:
+            st.cpu_s += time.thread_time() - cpu
+
+    async def _handle(msgs: list[Any]) -> None:
         accepted: list[Normalized] = []
         letters: list[tuple[bytes | None, bytes]] = []
+        events = 0  # in ``accepted``
+
+        async def send() -> None:
+            # Enqueued on the app's Output; the source commits RAW offsets only after its flush.
+            sends: list[tuple[str, bytes | None, bytes, int | None]] = [
+                (dlq_topic, k, v, None) for k, v in letters
+            ]
+            sends.extend(
+                (topic, None, value, partition)
+                for topic, partition, value in route_outputs(
+                    accepted, events_topic, events_partitions, retrievals_topic, retrievals_partitions
+                )
+            )
+            await send_reliably(app, STAGE, sends, health)
+
         for msg in msgs:
             key = msg.key()
             out = normalize_message(
@@ -321,17 +356,12 @@ def register(
             st.retrievals += len(out.retrievals)
             st.owners_resolved += out.owners_resolved
             accepted.append(out)
-        # Enqueued on the app's Output; the source commits RAW offsets only after its flush.
-        sends: list[tuple[str, bytes | None, bytes, int | None]] = [
-            (dlq_topic, k, v, None) for k, v in letters
-        ]
-        sends.extend(
-            (topic, None, value, partition)
-            for topic, partition, value in route_outputs(
-                accepted, events_topic, events_partitions, retrievals_topic, retrievals_partitions
-            )
-        )
-        await send_reliably(app, STAGE, sends, health)
+            events += out.event_count
+            if events >= part_events:  # bounded memory per part (processors.app.PART_BYTES)
+                await send()
+                accepted, letters, events = [], [], 0
+        if accepted or letters:
+            await send()
 
     source = BatchSource(
         bootstrap=bootstrap,

@@ -243,9 +243,9 @@ def stats(app: faust.App) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {"normalize": asdict(p.normalize_stats)}
     out["normalize"]["invalid_ratio"] = round(p.breaker.ratio, 4)
     if p.sessionizer is not None:
-        out["sessionize"] = {**asdict(p.sessionizer.stats), "tracked": len(p.sessionizer.index)}
+        out["sessionize"] = {**asdict(p.sessionizer.stats), **p.sessionizer.cpu_stats()}
     if p.correlator is not None:
-        out["correlate"] = {**asdict(p.correlator.stats), "tracked": len(p.correlator.index)}
+        out["correlate"] = {**asdict(p.correlator.stats), **p.correlator.cpu_stats()}
     output = getattr(app, "output", None)
     if output is not None:
         out["output"] = {"sent": output.sent, "changelog": output.changelog_sent}

@@ -86,6 +86,9 @@ class IngestResult:
     kind: DocKind
     version: str | None
     events: list[CanonicalEvent] = field(default_factory=list)
+    #: per event, its canonical JSON object without default fields, in the model's field order:
+    #: ``schemas.codec.dumps(wire[i]) == schemas.records.encode_event(events[i])``
+    wire: list[dict[str, Any]] = field(default_factory=list)
     session: SessionHeader | None = None
     errors: list[Violation] = field(default_factory=list)  # why it was rejected
     stripped: list[Violation] = field(default_factory=list)  # what was removed on acceptance
@@ -143,6 +146,17 @@ class _Ctx:
     agent_id: str | None
     content_scope: str | None
     notes: dict[int, list[str]]
+    head: dict[str, Any] = field(default_factory=dict)  # the non-None of the four above (model order)
+    tail: dict[str, Any] = field(default_factory=dict)  # source_format .. emitter (model order)
+
+    def __post_init__(self) -> None:
+        for name in ("session_id", "ctx_token", "agent_id", "content_scope"):
+            value = getattr(self, name)
+            if value is not None:
+                self.head[name] = value
+        self.tail.update(
+            source_format=self.fmt, source_version=self.version, source_kind=self.kind, emitter=self.emitter
+        )
 
 
 _EVENT_FIELDS = frozenset(CanonicalEvent.model_fields)
@@ -159,16 +173,73 @@ def _construct(cls: type[CanonicalEvent], values: dict[str, Any]) -> CanonicalEv
     return obj
 
 
-def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> CanonicalEvent:
+#: every CanonicalEvent field at its default, in the model's order (required ones: a placeholder
+#: that every event's wire dict overwrites)
+_EVENT_TEMPLATE: dict[str, Any] = {
+    name: (None if info.is_required() else info.get_default(call_default_factory=True))
+    for name, info in CanonicalEvent.model_fields.items()
+}
+_FUNNEL_ORDER = tuple(n for n, _ in FUNNEL_FIELDS)  # the model's order of the lifted fields
+
+
+def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> tuple[CanonicalEvent, dict[str, Any]]:
+    """One wire event -> (its CanonicalEvent, its wire dict).
+
+    The wire dict holds exactly the fields whose value differs from the model's default, in the
+    model's field order: ``schemas.codec.dumps`` of it is ``records.encode_event`` of the model
+    (= ``model_dump_json(exclude_defaults=True)``, unit-tested), built here in one pass instead of
+    filtering a full model afterwards. The model's own ``__dict__`` is the template updated by it.
+    """
     wire_type = ev["type"]
     etype = WIRE_TYPES[wire_type]
-    emitter_id = ev.get("id")
+    get = ev.get
+    emitter_id = get("id")
     if type(emitter_id) is str:
-        event_id = emitter_id.lower()
+        w: dict[str, Any] = {"event_id": emitter_id.lower(), "emitter_event_id": emitter_id, "seq": seq}
     else:
-        emitter_id = None
-        event_id = derived_event_id(ctx.emitter, ctx.session_id or ctx.ctx_token or "", seq, ev)
-    data = ev.get("data")
+        w = {
+            "event_id": derived_event_id(ctx.emitter, ctx.session_id or ctx.ctx_token or "", seq, ev),
+            "seq": seq,
+        }
+    if ctx.head:
+        w.update(ctx.head)  # session_id, ctx_token, agent_id, content_scope (those not None)
+    w["event_type"] = etype
+    w["timestamp"] = parse_datetime(ev["timestamp"])
+    v = get("source_role")
+    if type(v) is str:
+        w["source_role"] = v
+    v = get("content_telemetry_id")
+    if type(v) is str:
+        w["content_telemetry_id"] = v.lower()
+    url = get("content_url")
+    if type(url) is str and url:
+        w["content_url"] = url
+        v = canonical_url(url)
+        if v is not None:
+            w["canonical_url"] = v
+        v = owner_domain(url)
+        if v is not None:
+            w["owner_domain"] = v
+    elif type(url) is str:  # "" is kept as sent (not None), derives nothing
+        w["content_url"] = url
+    v = get("content_id")
+    if type(v) is str:
+        w["content_id"] = v
+    v = get("product_id")
+    if type(v) is str:
+        w["product_id"] = v.lower()
+    v = get("license_ref")
+    if type(v) is str:
+        w["license_ref"] = v
+    v = get("turn_id")
+    if type(v) is str:
+        w["turn_id"] = v
+    turn = get("turn")
+    if type(turn) is dict:
+        v = turn.get("privacy_level")
+        if type(v) is str:
+            w["privacy_level"] = v
+    data = get("data")
     lifted: dict[str, Any] = {}
     rest: dict[str, Any] | None = None
     if type(data) is dict and data:
@@ -188,56 +259,23 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> CanonicalEvent:
             rest[key] = value
     if etype in CONTENT_TYPES and "media_type" not in lifted:
         lifted["media_type"] = "text"  # CT 0.1 sections 6.1, 6.5, 6.6: defaults to text when absent
-    extra = {k: v for k, v in ev.items() if k not in KNOWN_EVENT_FIELDS}
-    turn = ev.get("turn")
-    url = ev.get("content_url")
-    if type(url) is not str:
-        url = None
-    note = ctx.notes.get(seq)
-    return _construct(
-        CanonicalEvent,
-        {
-            "event_id": event_id,
-            "emitter_event_id": emitter_id,
-            "seq": seq,
-            "session_id": ctx.session_id,
-            "ctx_token": ctx.ctx_token,
-            "parent_session_id": None,
-            "agent_id": ctx.agent_id,
-            "content_scope": ctx.content_scope,
-            "event_type": etype,
-            "timestamp": parse_datetime(ev["timestamp"]),
-            "source_role": _str(ev.get("source_role")),
-            "content_telemetry_id": _lower_uuid(ev.get("content_telemetry_id")),
-            "content_url": url,
-            "canonical_url": canonical_url(url) if url else None,
-            "owner_domain": owner_domain(url) if url else None,
-            "content_id": _str(ev.get("content_id")),
-            "product_id": _lower_uuid(ev.get("product_id")),
-            "license_ref": _str(ev.get("license_ref")),
-            "turn_id": _str(ev.get("turn_id")),
-            "privacy_level": _str(turn.get("privacy_level")) if type(turn) is dict else None,
-            "scope": lifted.get("scope"),
-            "cached": lifted.get("cached"),
-            "tokens_ingested": lifted.get("tokens_ingested"),
-            "citation_type": lifted.get("citation_type"),
-            "position": lifted.get("position"),
-            "display_type": lifted.get("display_type"),
-            "engagement_type": lifted.get("engagement_type"),
-            "bot_category": lifted.get("bot_category"),
-            "bot_name": lifted.get("bot_name"),
-            "media_type": lifted.get("media_type"),
-            "provenance": lifted.get("provenance"),
-            "turn_json": _json(turn) if type(turn) is dict else None,
-            "data_json": _json(rest) if rest else _EMPTY_JSON,
-            "extra_json": _json(extra) if extra else _EMPTY_JSON,
-            "source_format": ctx.fmt,
-            "source_version": ctx.version,
-            "source_kind": ctx.kind,
-            "emitter": ctx.emitter,
-            "notes": tuple(note) if note else (),
-        },
-    )
+    if lifted:
+        for name in _FUNNEL_ORDER:
+            if name in lifted:
+                w[name] = lifted[name]
+    if type(turn) is dict:
+        w["turn_json"] = _json(turn)
+    if rest:
+        w["data_json"] = _json(rest)
+    if (
+        not ev.keys() <= KNOWN_EVENT_FIELDS
+    ):  # unknown event-level fields: tolerated and kept (CT 0.1 section 5.7.4)
+        w["extra_json"] = _json({k: v for k, v in ev.items() if k not in KNOWN_EVENT_FIELDS})
+    w.update(ctx.tail)  # source_format, source_version, source_kind, emitter
+    note = ctx.notes.get(seq) if ctx.notes else None
+    if note:
+        w["notes"] = tuple(note)
+    return _construct(CanonicalEvent, {**_EVENT_TEMPLATE, **w}), w
 
 
 _LIFT_TYPES: dict[str, type] = dict(FUNNEL_FIELDS)
@@ -348,7 +386,9 @@ def _normalise(verdict: Verdict, emitter: str) -> IngestResult:
         notes=notes,
     )
     raw_events: list[Any] = [doc["event"]] if kind is DocKind.EVENT else doc.get("events") or []
-    result.events = [_event(ev, seq, ctx) for seq, ev in enumerate(raw_events)]
+    built = [_event(ev, seq, ctx) for seq, ev in enumerate(raw_events)]
+    result.events = [model for model, _w in built]
+    result.wire = [w for _model, w in built]
     if ctx.session_id or ctx.ctx_token:
         complete = kind in (DocKind.SESSION, DocKind.OA_SESSION)
         result.session = _header(doc, ctx, complete, len(raw_events))

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors import app as stage_app
 from processors.app import Health, StateStage, send_reliably
@@ -36,14 +38,15 @@ class FakeApp:
         self.output = SimpleNamespace(send=send, poll=lambda: None)  # processors.output.Output
 
 
-def _msg(partition: int) -> Any:
-    return SimpleNamespace(tp=("t", partition), partition=partition)
+def _msg(partition: int, value: bytes = b"{}") -> Any:
+    return SimpleNamespace(tp=("t", partition), partition=partition, value=value)
 
 
 class FakeStage:
     """Just what ``StateStage._process_reliably`` uses."""
 
     name = "fake"
+    cpu_process = 0.0
 
     def __init__(self, app: FakeApp, failures: int) -> None:
         self.app = app
@@ -93,3 +96,25 @@ async def test_sends_are_retried_in_order_then_parked(monkeypatch: pytest.Monkey
     await asyncio.sleep(0.3)
     assert not task.done() and isinstance(health.failed, RuntimeError)
     task.cancel()
+
+
+async def test_a_batch_is_processed_in_parts_of_bounded_input_and_a_failing_part_is_retried_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stage_app, "PART_BYTES", 10)
+    app = FakeApp(assigned={("t", 0)})
+    stage = FakeStage(app, failures=1)  # the first part fails once
+    msgs = [_msg(0, b"x" * 6), _msg(0, b"y" * 6), _msg(0, b"z" * 30), _msg(0, b"w")]
+    await StateStage._process_reliably(stage, msgs)  # type: ignore[arg-type]
+    assert stage.calls == [msgs[:1], msgs[:1], msgs[1:2], msgs[2:3], msgs[3:]]
+    assert stage.health.failed is None
+
+
+@given(st.lists(st.integers(0, 50), max_size=40), st.integers(1, 60))
+def test_parts_keep_every_message_in_order_within_the_limit(sizes: list[int], limit: int) -> None:
+    msgs = [_msg(0, b"v" * n) for n in sizes]
+    parts = stage_app.parts(msgs, limit)
+    assert [m for part in parts for m in part] == msgs
+    assert all(part for part in parts)
+    for part in parts:
+        assert len(part) == 1 or sum(len(m.value) for m in part) <= limit

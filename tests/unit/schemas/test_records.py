@@ -101,8 +101,11 @@ def test_unpack_takes_a_single_record_too() -> None:
 @given(st.one_of(ct_document(), oa_session(), mutated(ct_document())))
 def test_encode_event_is_byte_identical_to_pydantic_without_defaults(doc: dict[str, object]) -> None:
     result = ingest(orjson.dumps(doc), emitter="sdk:test")
-    for event in result.events:
-        assert encode_event(event) == event.model_dump_json(exclude_defaults=True).encode()
+    assert len(result.wire) == len(result.events)
+    for event, wire in zip(result.events, result.wire, strict=True):
+        expected = event.model_dump_json(exclude_defaults=True).encode()
+        assert encode_event(event) == expected
+        assert dumps(wire) == expected  # the wire dict ingest builds is the same encoding
     if result.session is not None:
         assert encode_header(result.session) == result.session.model_dump_json(exclude_defaults=True).encode()
 
@@ -110,8 +113,12 @@ def test_encode_event_is_byte_identical_to_pydantic_without_defaults(doc: dict[s
 def test_encode_event_matches_pydantic_on_the_conformance_fixtures() -> None:
     seen = 0
     for path in VALID:
-        for event in ingest(path.read_bytes(), emitter="sdk:test").events:
-            assert encode_event(event) == event.model_dump_json(exclude_defaults=True).encode()
+        result = ingest(path.read_bytes(), emitter="sdk:test")
+        assert len(result.wire) == len(result.events)
+        for event, wire in zip(result.events, result.wire, strict=True):
+            expected = event.model_dump_json(exclude_defaults=True).encode()
+            assert encode_event(event) == expected
+            assert dumps(wire) == expected
             seen += 1
     assert seen > 20
 
