@@ -179,7 +179,14 @@ _EVENT_TEMPLATE: dict[str, Any] = {
     name: (None if info.is_required() else info.get_default(call_default_factory=True))
     for name, info in CanonicalEvent.model_fields.items()
 }
-_FUNNEL_ORDER = tuple(n for n, _ in FUNNEL_FIELDS)  # the model's order of the lifted fields
+_FUNNEL_ORDER = tuple(n for n, _ in FUNNEL_FIELDS)
+#: string fields taken as sent, in the model's order (lower: a UUID, lower-cased)
+_STRING_FIELDS = (
+    ("content_id", False),
+    ("product_id", True),
+    ("license_ref", False),
+    ("turn_id", False),
+)  # the model's order of the lifted fields
 
 
 def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> tuple[CanonicalEvent, dict[str, Any]]:
@@ -222,18 +229,10 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> tuple[CanonicalEvent, dic
             w["owner_domain"] = v
     elif type(url) is str:  # "" is kept as sent (not None), derives nothing
         w["content_url"] = url
-    v = get("content_id")
-    if type(v) is str:
-        w["content_id"] = v
-    v = get("product_id")
-    if type(v) is str:
-        w["product_id"] = v.lower()
-    v = get("license_ref")
-    if type(v) is str:
-        w["license_ref"] = v
-    v = get("turn_id")
-    if type(v) is str:
-        w["turn_id"] = v
+    for name, lower in _STRING_FIELDS:
+        v = get(name)
+        if type(v) is str:
+            w[name] = v.lower() if lower else v
     turn = get("turn")
     if type(turn) is dict:
         v = turn.get("privacy_level")
