@@ -358,6 +358,10 @@ class StateStage:
         # CPU seconds of the event loop's thread in ``process`` (batches) and in closes (timer)
         self.cpu_process = 0.0
         self.cpu_close = 0.0
+        # index upkeep checks: open keys a drain found in the table but not in the index, and
+        # indexed keys a close found no state for (both 0 unless something is wrong)
+        self.index_misses = 0
+        self.index_stale = 0
         source = app.topic(source_topic, key_serializer="raw", value_serializer="raw")
 
         @app.agent(source, name=f"ctpipe-{self.name}")
@@ -445,6 +449,8 @@ class StateStage:
             "tracked": len(self.index),
             "cpu_process_s": round(self.cpu_process, 3),
             "cpu_close_s": round(self.cpu_close, 3),
+            "index_misses": self.index_misses,
+            "index_stale": self.index_stale,
         }
 
     def request_drain(self) -> asyncio.Event:
@@ -543,14 +549,22 @@ class StateStage:
         # Enqueued only: Faust flushes the output before it commits the source offsets.
         self._send(sends)
 
-    def _rescan(self) -> None:
-        self.index.clear()
+    def _rescan(self) -> int:
+        """Rebuild the deadline index from the table (the active partitions' states); returns
+        how many scheduled keys the table had that the index had not (0 when it was right)."""
+        before = self.index
+        self.index = {}
         self._heap = []
+        missed = 0
         for key, raw in list(self.table.items()):
             if raw is None:
                 continue
             state = orjson.loads(raw)
-            self._schedule(bytes(key), self.deadline(state), int(state["p"]))
+            key = bytes(key)
+            self._schedule(key, self.deadline(state), int(state["p"]))
+            if key in self.index and key not in before:
+                missed += 1
+        return missed
 
     async def close_due(self, now: float) -> int:
         """Run ``step`` on every due state (every indexed one on drain), ``CLOSE_PART`` keys at a
@@ -564,6 +578,14 @@ class StateStage:
         if assigned != self._assigned:  # (re)built from the table only when partitions moved
             self._assigned = assigned
             self._rescan()
+        elif drain:
+            # A drain closes what the TABLE holds open, not what the index remembers: the index
+            # is a cache of the table's deadlines, and a key it lost would stay open for ever.
+            # A miss means a bug in the index upkeep: counted (``index_misses``) and logged.
+            missed = self._rescan()
+            if missed:
+                self.index_misses += missed
+                self.app.log.warning("%s: drain found %d open key(s) the deadline index had lost", self.name, missed)
         due = self._due(now, drain)
         self.cpu_close += time.thread_time() - cpu
         closed = 0
@@ -587,7 +609,8 @@ class StateStage:
             self.state = store = self.partition_state(partition)
             for key in keys:
                 raw = store.get(key)
-                if raw is None:
+                if raw is None:  # indexed, not stored: only after a partition moved
+                    self.index_stale += 1
                     self.index.pop(key, None)
                     continue
                 state = orjson.loads(raw)

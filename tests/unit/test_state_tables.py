@@ -3,6 +3,7 @@ without WAL) and whose stages access a partition straight through ``PartitionSta
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -10,7 +11,7 @@ import pytest
 from faust.types import TP
 
 from processors import sessionize
-from processors.app import PartitionState, ScopedState, create_app
+from processors.app import PartitionState, ScopedState, assigned_partitions, create_app
 from processors.output import ChangelogStore
 from processors.sessionize import SessionizeConfig, Sessionizer
 
@@ -82,5 +83,43 @@ def test_rescan_rebuilds_the_deadline_index_from_the_active_partitions(
         actives = {TP(changelog, 1)}  # partition 0 went to another worker
         stage._rescan()
         assert stage.index == {b"s2": (50 + timeout, 1)}
+    finally:
+        stage.app.output.close(timeout=0.1)
+
+
+def test_a_drain_closes_what_the_table_holds_open_also_keys_the_index_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline index is a cache of the table: a drain rescans the table, so a key the index
+    lost is still closed, and the loss is counted (``index_misses``) instead of silent."""
+    stage = _stage(tmp_path, "rocksdb://")
+    try:
+        changelog = stage.table.changelog_topic_name
+        for partition, key in ((0, "s1"), (1, "s2")):
+            state = sessionize.new_state(key, partition)
+            state["la"] = 100.0
+            stage.partition_state(partition).set(key.encode(), orjson.dumps(state))
+        actives = {TP(changelog, 0), TP(changelog, 1)}
+        monkeypatch.setattr(stage.app.assignor, "assigned_actives", lambda: actives)
+        stage._rescan()
+        stage._assigned = assigned_partitions(stage.app)  # no partition moved since
+        del stage.index[b"s2"]  # what a bug in the index upkeep would do
+        closed: list[tuple[bytes, int]] = []
+
+        async def close(due: list[tuple[bytes, int]], now: float, drain: bool) -> int:
+            assert drain
+            closed.extend(due)
+            return len(due)
+
+        monkeypatch.setattr(stage, "_close", close)
+        assert asyncio.run(stage.close_due(200.0)) == 0  # not due, not draining: nothing
+        assert closed == [] and stage.index_misses == 0
+        stage.request_drain()
+        assert asyncio.run(stage.close_due(200.0)) == 2
+        assert sorted(closed) == [(b"s1", 0), (b"s2", 1)]
+        assert stage.index_misses == 1 and stage.cpu_stats()["index_misses"] == 1
+        stage.request_drain()  # the index is whole again: a second drain misses nothing
+        closed.clear()
+        assert asyncio.run(stage.close_due(200.0)) == 2 and stage.index_misses == 1
     finally:
         stage.app.output.close(timeout=0.1)
