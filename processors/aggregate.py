@@ -276,19 +276,20 @@ class Obs(NamedTuple):
 
 def compact_observation(ev: Mapping[str, Any], arrival: float) -> Obs:
     """Canonical ``retrieved`` event JSON -> ``Obs``."""
+    get = ev.get
     return Obs(
-        id=ev["event_id"],
-        source_role=role_of(ev.get("source_role")),
-        emitter=ev.get("emitter") or "",
-        ts=ts_us(ev["timestamp"]),
-        canonical_url=ev.get("canonical_url"),
-        content_id=ev.get("content_id"),
-        session_id=ev.get("session_id"),
-        agent_id=ev.get("agent_id"),
-        content_scope=ev.get("content_scope"),
-        owner_domain=ev.get("owner_domain"),
-        content_url=ev.get("content_url"),
-        arrival=arrival,
+        ev["event_id"],
+        role_of(get("source_role")),
+        get("emitter") or "",
+        ts_us(ev["timestamp"]),
+        get("canonical_url"),
+        get("content_id"),
+        get("session_id"),
+        get("agent_id"),
+        get("content_scope"),
+        get("owner_domain"),
+        get("content_url"),
+        arrival,
     )
 
 
@@ -299,6 +300,8 @@ def split_retrievals(observations: Sequence[Obs]) -> list[list[Obs]]:
     when they share a content_id (redirects change the URL, not the content_id). Groups come
     back in first-observation order, observations in arrival order.
     """
+    if len(observations) == 1:
+        return [list(observations)]
     groups: dict[str | None, int] = {}
     parent: list[int] = []
     members: list[int] = []
@@ -468,6 +471,14 @@ def _wire_delta(
 def wire_deltas(new: PlainRows, emitted: Iterable[Sequence[Any]], scope: str) -> list[tuple[bytes, bytes]]:
     """``diff(new, rows_from_json(emitted))`` sorted by row key, each as (contribution id, JSON)
     of ``FunnelDelta.build(key, counts, scope=scope)``: the correction a revision emits."""
+    if not emitted:  # a first revision: nothing to take back (most closes)
+        return [
+            _wire_delta(
+                key, {m: n for m, n in got[0].items() if n}, {c: n for c, n in got[1].items() if n}, scope
+            )
+            for key, got in sorted(new.items())
+            if any(got[0].values()) or any(got[1].values())
+        ]
     old: PlainRows = {(e[0] // 3600, e[1], e[2], e[3], e[4], e[5]): (e[6], e[7]) for e in emitted}
     out: list[tuple[bytes, bytes]] = []
     for key in sorted(new.keys() | old.keys()):

@@ -65,15 +65,21 @@ def new_state(key: str, partition: int) -> dict[str, Any]:
 
 def add_observations(state: dict[str, Any], events: Sequence[dict[str, Any]], now: float) -> tuple[int, int]:
     """Add retrieved-event dicts to a group, deduped by event id: (new, duplicates)."""
-    seen = {o[0] for o in state["obs"]}
+    return add_obs(state, [aggregate.compact_observation(ev, now) for ev in events], now)
+
+
+def add_obs(state: dict[str, Any], observations: Sequence[Obs], now: float) -> tuple[int, int]:
+    """Add observations to a group (arriving ``now``), deduped by event id: (new, duplicates)."""
+    stored = state["obs"]
+    seen = {o[0] for o in stored}
     new = dup = 0
-    for ev in events:
-        eid = ev["event_id"]
+    for ob in observations:
+        eid = ob.id
         if eid in seen:
             dup += 1
             continue
         seen.add(eid)
-        state["obs"].append(list(aggregate.compact_observation(ev, now)))
+        stored.append([*ob[:-1], now])
         new += 1
     state["dup"] += dup
     if new:
@@ -93,8 +99,8 @@ def deadline(state: dict[str, Any], cfg: CorrelateConfig) -> float | None:
 
 def retrieval_id(cti: str | None, group: Sequence[Obs]) -> str:
     """Stable id of one retrieval: its Content-Telemetry-ID + the group's smallest identity."""
-    idents = sorted(o.canonical_url or o.content_id or "" for o in group)
-    material = f"{cti or ''}\x1f{idents[0] if idents else ''}" if cti else f"\x1f{group[0].id}"
+    first = min((o.canonical_url or o.content_id or "" for o in group), default="")
+    material = f"{cti}\x1f{first}" if cti else f"\x1f{group[0].id}"
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -131,25 +137,23 @@ def _rows(groups: Sequence[tuple[str, Sequence[Obs]]]) -> PlainRows:
     return rows
 
 
+def _ts_id(o: Obs) -> tuple[int, str]:
+    return (o.ts, o.id)
+
+
 def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, bytes]:
     """(key, CorrelatedRetrieval JSON) of one retrieval; keyed by its Content-Telemetry-ID,
-    else by its first observation's event id."""
-    ordered = sorted(group, key=lambda o: (o.ts, o.id))
-    agents = [o for o in group if o.source_role == "agent"]
+    else by its first observation's event id. One pass over the observations (a close's
+    largest cost): each "first ... seen" field is the first truthy value in time order."""
+    ordered = group if len(group) == 1 else sorted(group, key=_ts_id)
     from_us = aggregate.from_us
-    record = {
-        "retrieval_id": retrieval_id(cti, group),
-        "content_telemetry_id": cti,
-        "canonical_url": next((o.canonical_url for o in ordered if o.canonical_url), None),
-        "content_id": next((o.content_id for o in ordered if o.content_id), None),
-        "owner_domain": next((o.owner_domain for o in ordered if o.owner_domain), None),
-        "status": status,
-        "observer_roles": sorted({o.source_role for o in group}),
-        "agent_session_id": next((o.session_id for o in agents if o.session_id), None),
-        "agent_id": next((o.agent_id for o in agents if o.agent_id), None),
-        "first_seen": from_us(ordered[0].ts),
-        "last_seen": from_us(ordered[-1].ts),
-        "observations": [
+    canonical_url = content_id = owner_domain = None
+    observations = []
+    for o in ordered:
+        canonical_url = canonical_url or o.canonical_url
+        content_id = content_id or o.content_id
+        owner_domain = owner_domain or o.owner_domain
+        observations.append(
             {
                 "event_id": o.id,
                 "source_role": o.source_role,
@@ -161,8 +165,25 @@ def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, 
                 "session_id": o.session_id,
                 "agent_id": o.agent_id,
             }
-            for o in ordered
-        ],
+        )
+    agent_session_id = agent_id = None  # in arrival order, agents only
+    for o in group:
+        if o.source_role == "agent":
+            agent_session_id = agent_session_id or o.session_id
+            agent_id = agent_id or o.agent_id
+    record = {
+        "retrieval_id": retrieval_id(cti, group),
+        "content_telemetry_id": cti,
+        "canonical_url": canonical_url or None,
+        "content_id": content_id or None,
+        "owner_domain": owner_domain or None,
+        "status": status,
+        "observer_roles": sorted({o.source_role for o in group}),
+        "agent_session_id": agent_session_id or None,
+        "agent_id": agent_id or None,
+        "first_seen": observations[0]["timestamp"],
+        "last_seen": observations[-1]["timestamp"],
+        "observations": observations,
     }
     return (cti or ordered[0].id).encode(), dumps(record)
 
@@ -206,7 +227,11 @@ def close(state: dict[str, Any], now: float) -> Wire:
 
 def standalone(ev: dict[str, Any], now: float) -> Wire:
     """A retrieval without a Content-Telemetry-ID (CT 7.2 rule 3): counted at once, no state."""
-    ob = aggregate.compact_observation(ev, now)
+    return standalone_obs(aggregate.compact_observation(ev, now))
+
+
+def standalone_obs(ob: Obs) -> Wire:
+    """``standalone`` of an event already compacted."""
     groups = [("standalone", [ob])]
     return Wire(wire_deltas(_rows(groups), (), f"retrieval:{ob.id}:r0"), [_record(None, "standalone", [ob])])
 
@@ -234,6 +259,11 @@ class CorrelateStats:
     retrievals: int = 0
     corroborated: int = 0
     deltas: int = 0
+
+
+#: (index, name) of the Obs fields that must be text (or absent): a close orders, compares and
+#: keys by them (event_id is checked before; ts and arrival are numbers)
+_TEXT_FIELDS = tuple((i, f) for i, f in enumerate(Obs._fields) if f not in ("id", "ts", "arrival"))
 
 
 class Correlator(StateStage):
@@ -272,8 +302,9 @@ class Correlator(StateStage):
         )
 
     @staticmethod
-    def _check(ev: Any) -> str | None:
-        """Why a record is not a usable canonical retrieved event (None: it is)."""
+    def _check(ev: Any) -> str | Obs:
+        """A canonical retrieved event compacted (its timestamp parsed here, not in the timer),
+        or why it is not a usable one. The arrival time is filled in by ``add_obs``."""
         try:
             if type(ev) is not dict or ev.get("event_type") != "retrieved":
                 return "not a canonical retrieved event"
@@ -282,10 +313,14 @@ class Correlator(StateStage):
             cti = ev.get("content_telemetry_id")
             if cti is not None and type(cti) is not str:
                 return "content_telemetry_id is not a string"
-            aggregate.ts_us(ev["timestamp"])  # validated here, not in the timer
-        except (KeyError, TypeError, ValueError) as exc:
+            ob = aggregate.compact_observation(ev, 0.0)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # e.g. a numeric timestamp
             return repr(exc)
-        return None
+        for i, field in _TEXT_FIELDS:
+            value = ob[i]
+            if value is not None and type(value) is not str:  # the timer compares and joins them
+                return f"{field} is not a string"
+        return ob
 
     def items(self, msg: Any, sends: list[Send]) -> list[tuple[bytes | None, Any]]:
         value = msg.value
@@ -299,30 +334,30 @@ class Correlator(StateStage):
             return []
         out: list[tuple[bytes | None, Any]] = []
         for ev in events:
-            why = self._check(ev)
-            if why is not None:
-                sends.append(self.dead_letter(msg, f"malformed retrieval: {why}", orjson.dumps(ev)))
+            ob = self._check(ev)
+            if type(ob) is str:
+                sends.append(self.dead_letter(msg, f"malformed retrieval: {ob}", orjson.dumps(ev)))
                 continue
             cti = ev.get("content_telemetry_id")
-            out.append((cti.encode() if cti else None, ev))  # CT 7.2 rule 3: no id, no group
+            out.append((cti.encode() if cti else None, (ev, ob)))  # CT 7.2 rule 3: no id, no group
         return out
 
     def stateless(self, items: list[Item], now: float, sends: list[Send]) -> None:
-        for _msg, ev in items:
+        for _msg, (_ev, ob) in items:
             self.stats.standalone += 1
-            self._emit(standalone(ev, now), sends)
+            self._emit(standalone_obs(ob._replace(arrival=now)), sends)
 
     def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
         return new_state(key.decode("utf-8", "replace"), partition)
 
     def apply_items(self, state: dict[str, Any], items: list[Item], now: float, sends: list[Send]) -> bool:
         if state.get("tomb"):
-            for msg, ev in items:
+            for msg, (ev, _ob) in items:
                 self.stats.beyond_lateness += 1
                 sends.append(self.dead_letter(msg, LATE_REASON, orjson.dumps(ev)))
             return False
         was_closed = state["rev"] >= 0
-        new, dup = add_observations(state, [ev for _msg, ev in items], now)
+        new, dup = add_obs(state, [ob for _msg, (_ev, ob) in items], now)
         self.stats.observations += new
         self.stats.duplicates += dup
         if was_closed:

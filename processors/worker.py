@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,6 +201,22 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    if _gc_timer not in gc.callbacks:
+        gc.callbacks.append(_gc_timer)
+
+
+#: collections and their pause (thread CPU seconds) per generation since ``tune_gc``
+GC_STATS: dict[str, list[float]] = {"gen0": [0, 0.0], "gen1": [0, 0.0], "gen2": [0, 0.0]}
+_gc_started = [0.0]
+
+
+def _gc_timer(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.thread_time()
+        return
+    entry = GC_STATS[f"gen{info['generation']}"]
+    entry[0] += 1
+    entry[1] += time.thread_time() - _gc_started[0]
 
 
 def parts(app: faust.App) -> WorkerParts:
@@ -249,4 +266,5 @@ def stats(app: faust.App) -> dict[str, dict[str, Any]]:
     output = getattr(app, "output", None)
     if output is not None:
         out["output"] = {"sent": output.sent, "changelog": output.changelog_sent}
+    out["gc"] = {gen: {"collections": int(n), "cpu_s": round(s, 3)} for gen, (n, s) in GC_STATS.items()}
     return out

@@ -230,3 +230,27 @@ def test_wire_standalone_is_the_models_encoding_of_the_rule(ob: tuple[Any, ...])
     )
     ((key, value),) = out.record_wire
     assert key == o.id.encode() and encode(decode_retrieval(value)) == value
+
+
+def test_a_retrieval_the_timer_could_not_handle_is_refused_at_once_with_its_reason() -> None:
+    """RETRIEVALS is written by normalize only, but a record of another writer (or a bug) must
+    be dead-lettered by the batch, never reach a close it would make fail on every tick."""
+    good = retrieval("agent", session=True)
+    ob = correlate.Correlator._check(good)
+    assert isinstance(ob, Obs) and ob == aggregate.compact_observation(good, 0.0)
+    assert ob.ts == aggregate.ts_us(good["timestamp"]) and ob.source_role == "agent"
+    refused = {
+        "not an object": [good],
+        "another event type": {**good, "event_type": "cited"},
+        "numeric event id": {**good, "event_id": 7},
+        "numeric timestamp": {**good, "timestamp": 1768471801},
+        "bad timestamp": {**good, "timestamp": "yesterday"},
+        "no timestamp": {k: v for k, v in good.items() if k != "timestamp"},
+        "numeric canonical url": {**good, "canonical_url": 5},
+        "list content id": {**good, "content_id": ["a"]},
+        "object session": {**good, "session_id": {"x": 1}},
+    }
+    for case, ev in refused.items():
+        why = correlate.Correlator._check(ev)
+        assert type(why) is str and why, case
+    assert "canonical_url is not a string" in str(correlate.Correlator._check(refused["numeric canonical url"]))
