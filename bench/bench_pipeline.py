@@ -21,10 +21,12 @@ Phases (``--phases peak,fresh,memory``):
    is stamped; ``funnel_contributions`` is polled for the session's rows (origin
    ``session:<id>:r1``). Freshness = first poll that sees the row - produce time.
 3. ``memory``: N tiny CT standalone-event sessions (no ``ended_at``, inactivity timeout 2 h) are
-   opened; the worker's RSS is sampled during the load and for ``--mem-seconds`` after it.
+   opened; the worker's RSS is sampled during the load and for ``--mem-seconds`` after it, while
+   ``--mem-hold-rate`` events/s go into random open sessions (the sessions grow; none closes).
 
     .venv/bin/python bench/bench_pipeline.py [--phases peak,fresh,memory] [--sessions 500]
         [--fresh-seconds 60] [--fresh-rate EVENTS_S] [--mem-sessions 200000] [--mem-seconds 180]
+        [--mem-hold-rate 1000]
         [--profile] [--bootstrap HOST:PORT] [--json-out FILE]
 """
 
@@ -878,15 +880,16 @@ def phase_fresh(ctx: dict[str, Any], a: argparse.Namespace, peak_events_s: float
 # --- phase 3: memory with many open sessions --------------------------------------------------
 
 
-def mem_doc(sid: str, i: int, ts: str) -> bytes:
-    """A CT 0.1 standalone event (section 7.1) opening a session: no ``ended_at``."""
+def mem_doc(sid: str, i: int, ts: str, started_at: str | None = None) -> bytes:
+    """A CT 0.1 standalone event (section 7.1) of a session that stays open: no ``ended_at``
+    (``started_at``: the session's, when the event is not its first)."""
     return orjson.dumps(
         {
             "document_type": "event",
             "schema_version": "0.1",
             "session_id": sid,
             "agent_id": "mem-bench-agent",
-            "started_at": ts,
+            "started_at": started_at or ts,
             "event": {"type": "content_grounded", "timestamp": ts, "content_url": URLS[i % len(URLS)]},
         }
     )
@@ -976,9 +979,38 @@ def phase_memory(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
             f"{loaded['rss_mb']:.0f} MB; holding {a.mem_seconds:.0f} s",
             flush=True,
         )
-        while time.time() - t_loaded < a.mem_seconds:
+        # The hold: ``--mem-hold-rate`` events/s into random open sessions (they grow, none
+        # closes: the inactivity timeout is 2 h), paced from this process; 0 = an idle hold.
+        rng = random.Random(a.seed)
+        hold_sent = 0
+        t_hold = time.time()
+        next_sample = t_hold + a.mem_interval
+        while (now := time.time()) - t_loaded < a.mem_seconds:
+            due = int((now - t_hold) * a.mem_hold_rate) - hold_sent
+            if due > 0:
+                ev_ts = iso(now)
+                for _ in range(due):
+                    j = rng.randrange(n)
+                    sid = session_id(base, j)
+                    doc = mem_doc(sid, j + hold_sent, ev_ts, started_at=ts)
+                    while True:
+                        try:
+                            producer.produce(names["raw"], value=doc, key=sid.encode(), headers=headers)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                    hold_sent += 1
+                producer.poll(0)
+            if now >= next_sample:
+                next_sample += a.mem_interval
+                sample("hold")
+            time.sleep(0.02)
+        producer.flush(120)
+        while sample("hold")["envelopes"] < n + hold_sent:  # everything sent was processed
+            if time.time() - t_loaded > a.mem_seconds + a.timeout:
+                raise TimeoutError("memory phase: worker did not consume the hold traffic")
             time.sleep(a.mem_interval)
-            sample("hold")
+        t_hold_end = time.time()
         load_after = uptime()
         store_bytes = du(worker.datadir)
     finally:
@@ -1010,6 +1042,10 @@ def phase_memory(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         "idle_rss_mb": idle["rss_mb"],
         "loaded_rss_mb": loaded["rss_mb"],
         "hold_seconds": a.mem_seconds,
+        "hold_rate": a.mem_hold_rate,
+        "hold_events": hold_sent,
+        "hold_events_consumed_s": t_hold_end - t_loaded,
+        "tracked_at_hold_end": hold[-1]["tracked"] if hold else None,
         "hold_first_min_mean_mb": sum(first_min) / len(first_min) if first_min else None,
         "hold_last_min_mean_mb": sum(last_min) / len(last_min) if last_min else None,
         "hold_min_mb": min((s["rss_mb"] for s in hold), default=None),
@@ -1028,7 +1064,8 @@ def phase_memory(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         f"[memory] RSS idle {res['idle_rss_mb']:.0f} MB, loaded {res['loaded_rss_mb']:.0f} MB "
         f"({res['rss_per_session_bytes']:.0f} B/session), "
         f"hold {res['hold_min_mb']:.0f}-{res['hold_max_mb']:.0f} MB, "
-        f"slope {slope:+.2f} MB/min, hold CPU {hold_cpu:.1%}",
+        f"slope {slope:+.2f} MB/min, hold CPU {hold_cpu:.1%}, {hold_sent} events into open sessions "
+        f"during the hold ({a.mem_hold_rate:.0f}/s)",
         flush=True,
     )
     return res
@@ -1071,6 +1108,9 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=0.1, help="fresh: ClickHouse poll interval")
     ap.add_argument("--mem-sessions", type=int, default=200_000)
     ap.add_argument("--mem-seconds", type=float, default=180.0)
+    ap.add_argument(
+        "--mem-hold-rate", type=float, default=1000.0, help="memory: events/s into open sessions while holding"
+    )
     ap.add_argument("--mem-interval", type=float, default=3.0)
     ap.add_argument("--json-out", type=Path)
     a = ap.parse_args()

@@ -161,9 +161,10 @@ def header_values(headers: Any) -> tuple[str, str | None]:
     return emitter, source
 
 
-def event_key(ev: CanonicalEvent) -> str:
-    """EVENTS key: session_id, else ctx_token, else content_telemetry_id, else event_id."""
-    return ev.session_id or ev.ctx_token or ev.content_telemetry_id or ev.event_id
+def wire_key(w: dict[str, Any]) -> str:
+    """EVENTS key of an event's wire dict (``schemas.normalize.IngestResult.wire``): session_id,
+    else ctx_token, else content_telemetry_id, else event_id."""
+    return w.get("session_id") or w.get("ctx_token") or w.get("content_telemetry_id") or w["event_id"]  # type: ignore[no-any-return]
 
 
 def _envelopes(session_key: str, header_json: bytes | None, encoded: Sequence[bytes]) -> list[bytes]:
@@ -230,31 +231,38 @@ def normalize_message(
             emitter=emitter,
         )
         return Normalized(dead_letter=dlq.encode(letter), reason=reason)
-    events = result.events
-    wire: list[dict[str, Any] | None] = list(result.wire)
+    wire = result.wire
     resolved = 0
-    if owners:
-        events, resolved = resolve_owners(events, owners)
+    encoded: list[bytes] | None = None
+    if owners and any(not w.get("owner_domain") and w.get("content_id") for w in wire):
+        events, resolved = resolve_owners(result.events, owners)
         if resolved:  # changed events are encoded from their new model (their wire dict is stale)
-            wire = [
-                w if new is old else None for w, new, old in zip(wire, events, result.events, strict=True)
+            encoded = [
+                dumps(w) if new is old else encode_event(new)
+                for w, new, old in zip(wire, events, result.events, strict=True)
             ]
-    out = Normalized(event_count=len(events), owners_resolved=resolved)
+            wire = [
+                w if new is old else {**w, "owner_domain": new.owner_domain}
+                for w, new, old in zip(wire, events, result.events, strict=True)
+            ]
+    if encoded is None:
+        # encode_event(model) from the wire dicts ingest built (the same bytes, schemas.normalize):
+        # the hot path never builds the models
+        encoded = [dumps(w) for w in wire]
+    out = Normalized(event_count=len(wire), owners_resolved=resolved)
     session = result.session
     session_key = (session.session_id or session.ctx_token) if session is not None else None
-    # encode_event(ev) from the wire dicts ingest built (the same bytes, schemas.normalize)
-    encoded = [dumps(w) if w is not None else encode_event(ev) for w, ev in zip(wire, events, strict=True)]
     if session_key:
         skey = session_key.encode()
         head = encode_header(session) if session is not None else None
         out.events.extend((skey, env) for env in _envelopes(session_key, head, encoded))
     else:
-        for ev, enc in zip(events, encoded, strict=True):
-            out.events.append((event_key(ev).encode(), SESSIONLESS_PREFIX + b',"h":null,"e":[' + enc + b"]}"))
+        for w, enc in zip(wire, encoded, strict=True):
+            out.events.append((wire_key(w).encode(), SESSIONLESS_PREFIX + b',"h":null,"e":[' + enc + b"]}"))
     retrieved = EventType.RETRIEVED
-    for ev, enc in zip(events, encoded, strict=True):
-        if ev.event_type is retrieved:
-            out.retrievals.append(((ev.content_telemetry_id or ev.event_id).encode(), enc))
+    for w, enc in zip(wire, encoded, strict=True):
+        if w["event_type"] is retrieved:
+            out.retrievals.append(((w.get("content_telemetry_id") or w["event_id"]).encode(), enc))
     return out
 
 

@@ -85,9 +85,9 @@ class IngestResult:
     accepted: bool
     kind: DocKind
     version: str | None
-    events: list[CanonicalEvent] = field(default_factory=list)
     #: per event, its canonical JSON object without default fields, in the model's field order:
-    #: ``schemas.codec.dumps(wire[i]) == schemas.records.encode_event(events[i])``
+    #: ``schemas.codec.dumps(wire[i]) == schemas.records.encode_event(events[i])``; the values
+    #: are the model's (datetimes, enums), so the models are built from it when first asked for
     wire: list[dict[str, Any]] = field(default_factory=list)
     session: SessionHeader | None = None
     errors: list[Violation] = field(default_factory=list)  # why it was rejected
@@ -95,6 +95,15 @@ class IngestResult:
     # The decoded document as accepted, privacy-violating turn fields already removed: what a
     # gateway publishes when ``stripped`` is not empty, so stripped text never reaches Kafka.
     document: Any = None
+
+    _events: list[CanonicalEvent] | None = field(default=None, repr=False)
+
+    @property
+    def events(self) -> list[CanonicalEvent]:
+        """The events as models (built on first use: the worker's hot path needs only ``wire``)."""
+        if self._events is None:
+            self._events = [_model(w) for w in self.wire]
+        return self._events
 
     @property
     def reason(self) -> str:
@@ -189,13 +198,18 @@ _STRING_FIELDS = (
 )  # the model's order of the lifted fields
 
 
-def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> tuple[CanonicalEvent, dict[str, Any]]:
-    """One wire event -> (its CanonicalEvent, its wire dict).
+def _model(w: dict[str, Any]) -> CanonicalEvent:
+    """The CanonicalEvent of a wire dict (``_event``): the template updated by it."""
+    return _construct(CanonicalEvent, {**_EVENT_TEMPLATE, **w})
+
+
+def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> dict[str, Any]:
+    """One wire event -> its canonical wire dict (``_model`` builds its CanonicalEvent).
 
     The wire dict holds exactly the fields whose value differs from the model's default, in the
     model's field order: ``schemas.codec.dumps`` of it is ``records.encode_event`` of the model
     (= ``model_dump_json(exclude_defaults=True)``, unit-tested), built here in one pass instead of
-    filtering a full model afterwards. The model's own ``__dict__`` is the template updated by it.
+    filtering a full model afterwards.
     """
     wire_type = ev["type"]
     etype = WIRE_TYPES[wire_type]
@@ -274,7 +288,7 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> tuple[CanonicalEvent, dic
     note = ctx.notes.get(seq) if ctx.notes else None
     if note:
         w["notes"] = tuple(note)
-    return _construct(CanonicalEvent, {**_EVENT_TEMPLATE, **w}), w
+    return w
 
 
 _LIFT_TYPES: dict[str, type] = dict(FUNNEL_FIELDS)
@@ -385,9 +399,7 @@ def _normalise(verdict: Verdict, emitter: str) -> IngestResult:
         notes=notes,
     )
     raw_events: list[Any] = [doc["event"]] if kind is DocKind.EVENT else doc.get("events") or []
-    built = [_event(ev, seq, ctx) for seq, ev in enumerate(raw_events)]
-    result.events = [model for model, _w in built]
-    result.wire = [w for _model, w in built]
+    result.wire = [_event(ev, seq, ctx) for seq, ev in enumerate(raw_events)]
     if ctx.session_id or ctx.ctx_token:
         complete = kind in (DocKind.SESSION, DocKind.OA_SESSION)
         result.session = _header(doc, ctx, complete, len(raw_events))
