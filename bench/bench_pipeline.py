@@ -1109,7 +1109,7 @@ def main() -> None:
     ap.add_argument("--mem-sessions", type=int, default=200_000)
     ap.add_argument("--mem-seconds", type=float, default=180.0)
     ap.add_argument(
-        "--mem-hold-rate", type=float, default=1000.0, help="memory: events/s into open sessions while holding"
+        "--mem-hold-rate", type=float, default=1000.0, help="memory: events/s into open sessions, holding"
     )
     ap.add_argument("--mem-interval", type=float, default=3.0)
     ap.add_argument("--json-out", type=Path)

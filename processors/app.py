@@ -585,7 +585,9 @@ class StateStage:
             missed = self._rescan()
             if missed:
                 self.index_misses += missed
-                self.app.log.warning("%s: drain found %d open key(s) the deadline index had lost", self.name, missed)
+                self.app.log.warning(
+                    "%s: drain found %d open key(s) the deadline index had lost", self.name, missed
+                )
         due = self._due(now, drain)
         self.cpu_close += time.thread_time() - cpu
         closed = 0

@@ -1,7 +1,8 @@
 """Correlate: ``retrieved`` events (RETRIEVALS) -> correlated retrievals (CORRELATED) + funnel rows.
 
-Input: RETRIEVALS, canonical ``retrieved`` events (``schemas.records.encode_event``), one per
-message or packed, partitioned by content_telemetry_id, else event_id (``processors.normalize``).
+Input: RETRIEVALS, packed observation records of ``retrieved`` events
+(``schemas.records.encode_observation``; whole ``encode_event`` records are read too), partitioned
+by content_telemetry_id, else event_id (``processors.normalize``).
 
 State: a changelog-backed Faust table keyed by content_telemetry_id: the observations
 (``processors.aggregate.Obs``: event id, role, emitter, timestamp, canonical URL, content_id,
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -36,7 +38,16 @@ from processors import aggregate
 from processors.aggregate import HOUR_US, Obs, PlainRows, plain_rows_json, wire_deltas
 from processors.app import Item, PipelineApp, Send, StateStage
 from schemas.codec import dumps
-from schemas.records import CorrelatedRetrieval, FunnelDelta, decode_delta, decode_retrieval, unpack
+from schemas.funnel import role_of
+from schemas.records import (
+    OBSERVATION_FIELDS,
+    OBSERVATION_TAG,
+    CorrelatedRetrieval,
+    FunnelDelta,
+    decode_delta,
+    decode_retrieval,
+    unpack,
+)
 
 STAGE = "correlate"
 LATE_REASON = "late:beyond-lateness"
@@ -261,6 +272,12 @@ class CorrelateStats:
     deltas: int = 0
 
 
+_RECORD_LEN = len(OBSERVATION_FIELDS) + 1
+#: positions in an observation record of the fields that must be text (or null)
+_RECORD_TEXT = tuple(i + 1 for i, f in enumerate(OBSERVATION_FIELDS) if f not in ("event_id", "ts_us"))
+#: the timestamps a close can turn back into datetimes (year 1 to 9999)
+_MIN_US = aggregate.ts_us(datetime.min.replace(tzinfo=UTC))
+_MAX_US = aggregate.ts_us(datetime.max.replace(tzinfo=UTC))
 #: (index, name) of the Obs fields that must be text (or absent): a close orders, compares and
 #: keys by them (event_id is checked before; ts and arrival are numbers)
 _TEXT_FIELDS = tuple((i, f) for i, f in enumerate(Obs._fields) if f not in ("id", "ts", "arrival"))
@@ -333,14 +350,38 @@ class Correlator(StateStage):
             sends.append(self.dead_letter(msg, f"malformed retrieval: {exc!r}"))
             return []
         out: list[tuple[bytes | None, Any]] = []
-        for ev in events:
-            ob = self._check(ev)
-            if type(ob) is str:
-                sends.append(self.dead_letter(msg, f"malformed retrieval: {ob}", orjson.dumps(ev)))
-                continue
-            cti = ev.get("content_telemetry_id")
-            out.append((cti.encode() if cti else None, (ev, ob)))  # CT 7.2 rule 3: no id, no group
+        for rec in events:
+            if type(rec) is list:  # an observation record (schemas.records.encode_observation)
+                got = self._check_record(rec)
+                if isinstance(got, str):
+                    sends.append(self.dead_letter(msg, f"malformed retrieval: {got}", orjson.dumps(rec)))
+                    continue
+                ob, cti = got
+            else:  # a whole canonical event (the format before observation records)
+                checked = self._check(rec)
+                if isinstance(checked, str):
+                    sends.append(self.dead_letter(msg, f"malformed retrieval: {checked}", orjson.dumps(rec)))
+                    continue
+                ob, cti = checked, rec.get("content_telemetry_id")
+            out.append((cti.encode() if cti else None, (rec, ob)))  # CT 7.2 rule 3: no id, no group
         return out
+
+    @staticmethod
+    def _check_record(rec: list[Any]) -> str | tuple[Obs, str | None]:
+        """An observation record -> (its observation, its content_telemetry_id), or why it is not
+        one. The arrival time is filled in by ``add_obs``."""
+        if len(rec) != _RECORD_LEN or rec[0] != OBSERVATION_TAG:
+            return f"not an observation record ({OBSERVATION_TAG!r} + {_RECORD_LEN - 1} fields)"
+        if type(rec[1]) is not str:
+            return "event_id is not a string"
+        ts = rec[4]
+        if type(ts) is not int or not _MIN_US <= ts <= _MAX_US:
+            return "ts_us is not an integer timestamp"
+        for i in _RECORD_TEXT:
+            value = rec[i]
+            if value is not None and type(value) is not str:
+                return f"{OBSERVATION_FIELDS[i - 1]} is not a string"
+        return Obs._make((rec[1], role_of(rec[2]), rec[3] or "", *rec[4:12], 0.0)), rec[12]
 
     def stateless(self, items: list[Item], now: float, sends: list[Send]) -> None:
         for _msg, (_ev, ob) in items:

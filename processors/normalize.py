@@ -17,7 +17,8 @@ Output, per accepted document:
   (``encode_header``, on the first chunk only), each element of ``e`` is exactly
   ``schemas.records.encode_event(event)``. A header-only envelope (OA /session/start or /end) has
   ``"e": []``.
-* RETRIEVALS — every ``retrieved`` event on its own record, ``encode_event(event)``, routed by
+* RETRIEVALS — every ``retrieved`` event as an observation record
+  (``schemas.records.encode_observation``: what correlate keeps of it), routed by
   content_telemetry_id, else event_id (CT 7.2 repartitioning for correlation).
 
 Batching (``route_outputs``): the stage takes RAW in batches (``processors.source.BatchSource``:
@@ -61,6 +62,7 @@ from schemas.records import (
     decode_events_envelope,
     encode_event,
     encode_header,
+    encode_observation,
     pack,
 )
 from schemas.topics import partition_for
@@ -164,7 +166,8 @@ def header_values(headers: Any) -> tuple[str, str | None]:
 def wire_key(w: dict[str, Any]) -> str:
     """EVENTS key of an event's wire dict (``schemas.normalize.IngestResult.wire``): session_id,
     else ctx_token, else content_telemetry_id, else event_id."""
-    return w.get("session_id") or w.get("ctx_token") or w.get("content_telemetry_id") or w["event_id"]  # type: ignore[no-any-return]
+    key: str = w.get("session_id") or w.get("ctx_token") or w.get("content_telemetry_id") or w["event_id"]
+    return key
 
 
 def _envelopes(session_key: str, header_json: bytes | None, encoded: Sequence[bytes]) -> list[bytes]:
@@ -260,9 +263,10 @@ def normalize_message(
         for w, enc in zip(wire, encoded, strict=True):
             out.events.append((wire_key(w).encode(), SESSIONLESS_PREFIX + b',"h":null,"e":[' + enc + b"]}"))
     retrieved = EventType.RETRIEVED
-    for w, enc in zip(wire, encoded, strict=True):
-        if w["event_type"] is retrieved:
-            out.retrievals.append(((w.get("content_telemetry_id") or w["event_id"]).encode(), enc))
+    for w in wire:
+        if w["event_type"] is retrieved:  # what correlate keeps of it (schemas.records)
+            key = (w.get("content_telemetry_id") or w["event_id"]).encode()
+            out.retrievals.append((key, encode_observation(w)))
     return out
 
 

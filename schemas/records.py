@@ -15,7 +15,13 @@
   start with ``EVENTS_SESSIONLESS_PREFIX`` (so sessionize skips them unparsed). Read with
   ``decode_events_envelope``.
 
-RETRIEVALS carries ``encode_event`` records. Canonical events and session headers travel without
+* RETRIEVALS observation (topic RETRIEVALS, written by ``processors.normalize``, read by
+  ``processors.correlate`` only): what correlation keeps of one canonical ``retrieved`` event,
+  as a JSON array ``["r1", <OBSERVATION_FIELDS in order>]`` (``encode_observation``), always
+  packed (a message is an array of them). ~40 % of the event's bytes, decoded without building
+  the event. Readers also take whole ``encode_event`` records (the format before "r1").
+
+Canonical events and session headers travel without
 the fields that hold their default (``exclude_defaults``: most are null for any one event type),
 a third of the bytes; ``CanonicalEvent.model_validate`` restores them, dict readers use ``.get``.
 
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -290,3 +296,62 @@ def unpack(raw: bytes | str) -> list[Any]:
     """A message value -> its decoded records: a JSON array's elements, or the one object."""
     doc = loads(raw)
     return doc if type(doc) is list else [doc]
+
+
+# --- RETRIEVALS observations ----------------------------------------------------------------------
+#: the tag (format version) that opens a RETRIEVALS observation array
+OBSERVATION_TAG = "r1"
+#: what follows the tag, in order: the canonical event's fields (``timestamp`` as integer epoch
+#: microseconds, UTC); every one but event_id and ts_us may be null (absent in the event)
+OBSERVATION_FIELDS = (
+    "event_id",
+    "source_role",
+    "emitter",
+    "ts_us",
+    "canonical_url",
+    "content_id",
+    "session_id",
+    "agent_id",
+    "content_scope",
+    "owner_domain",
+    "content_url",
+    "content_telemetry_id",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(dt: datetime) -> int:
+    """A datetime (naive = UTC) -> integer epoch microseconds."""
+    delta = (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_observation(event: Any) -> bytes:
+    """A ``retrieved`` event's RETRIEVALS record, from its wire dict (``schemas.normalize``'s
+    ``IngestResult.wire``: model values, datetimes) or from the model itself."""
+    get = event.get if isinstance(event, dict) else event.__dict__.get
+    return dumps(
+        [
+            OBSERVATION_TAG,
+            get("event_id"),
+            get("source_role"),
+            get("emitter"),
+            epoch_us(get("timestamp")),  # type: ignore[arg-type]
+            get("canonical_url"),
+            get("content_id"),
+            get("session_id"),
+            get("agent_id"),
+            get("content_scope"),
+            get("owner_domain"),
+            get("content_url"),
+            get("content_telemetry_id"),
+        ]
+    )
+
+
+def observation_fields(raw: bytes | str) -> dict[str, Any]:
+    """An observation record as {field: value} (for reading one: tests, a dead letter)."""
+    rec = loads(raw)
+    if type(rec) is not list or not rec or rec[0] != OBSERVATION_TAG:
+        raise ValueError("not a RETRIEVALS observation record")
+    return dict(zip(OBSERVATION_FIELDS, rec[1:], strict=True))

@@ -12,7 +12,15 @@ from processors.aggregate import Obs
 from processors.correlate import CorrelateConfig, add_observations, deadline, new_state, step
 from schemas.codec import dumps, loads
 from schemas.funnel import FunnelCounts, FunnelKey, merge_rows
-from schemas.records import FunnelDelta, contribution_id, decode_delta, decode_retrieval, encode
+from schemas.records import (
+    FunnelDelta,
+    contribution_id,
+    decode_delta,
+    decode_events_envelope,
+    decode_retrieval,
+    encode,
+    encode_observation,
+)
 
 CTI = "770e8400-e29b-41d4-a716-446655440300"
 SID = "550e8400-e29b-41d4-a716-446655440000"
@@ -44,10 +52,14 @@ def retrieval(
         doc.update(session_id=SID, agent_id="bot", content_scope="news", started_at="2026-01-15T10:30:00Z")
     out = normalize.normalize_message(dumps(doc), headers=[("ctpipe-emitter", f"{role}-emitter".encode())])
     assert out.dead_letter is None, out.reason
-    ((key, value),) = out.retrievals
-    assert key == (cti or loads(value)["event_id"]).encode()
-    result: dict[str, Any] = loads(value)
-    return result
+    ((_k, envelope),) = out.events
+    (result,) = decode_events_envelope(envelope)[1]  # the canonical event
+    ((key, value),) = out.retrievals  # and what correlate gets of it
+    assert key == (cti or result["event_id"]).encode()
+    record = loads(value)
+    assert correlate.Correlator._check_record(record) == (aggregate.compact_observation(result, 0.0), cti)
+    assert correlate.Correlator._check(result) == aggregate.compact_observation(result, 0.0)
+    return result  # type: ignore[no-any-return]
 
 
 def rows(deltas: list[FunnelDelta]) -> dict[FunnelKey, dict[str, int]]:
@@ -253,4 +265,29 @@ def test_a_retrieval_the_timer_could_not_handle_is_refused_at_once_with_its_reas
     for case, ev in refused.items():
         why = correlate.Correlator._check(ev)
         assert type(why) is str and why, case
-    assert "canonical_url is not a string" in str(correlate.Correlator._check(refused["numeric canonical url"]))
+    assert "canonical_url is not a string" in str(
+        correlate.Correlator._check(refused["numeric canonical url"])
+    )
+
+
+def test_observation_records_are_checked_like_events() -> None:
+    """RETRIEVALS observation records (schemas.records.encode_observation): a well-formed one is
+    the event's observation; a malformed one is refused with its reason, never reaches a close."""
+    ev = retrieval("edge")
+    rec = loads(encode_observation({**ev, "timestamp": aggregate.from_us(aggregate.ts_us(ev["timestamp"]))}))
+    assert rec[0] == "r1" and len(rec) == 13
+    ob, cti = correlate.Correlator._check_record(rec)  # type: ignore[misc]
+    assert ob == aggregate.compact_observation(ev, 0.0) and cti == CTI
+    bad = {
+        "another tag": ["r0", *rec[1:]],
+        "short": rec[:-1],
+        "numeric event id": [*rec[:1], 5, *rec[2:]],
+        "text timestamp": [*rec[:4], ev["timestamp"], *rec[5:]],
+        "boolean timestamp": [*rec[:4], True, *rec[5:]],
+        "timestamp past year 9999": [*rec[:4], 10**18, *rec[5:]],
+        "numeric url": [*rec[:5], 7, *rec[6:]],
+        "numeric id": [*rec[:12], 3],
+    }
+    for case, value in bad.items():
+        assert type(correlate.Correlator._check_record(value)) is str, case
+    assert correlate.Correlator._check_record(bad["numeric url"]) == "canonical_url is not a string"

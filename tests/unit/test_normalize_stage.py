@@ -7,10 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors import normalize
+from processors.aggregate import ts_us
 from processors.normalize import Breaker, BreakerTripped, normalize_message
 from schemas import dlq
 from schemas.codec import dumps, loads
 from schemas.owners import OwnerRegistry
+from schemas.records import observation_fields
 
 SID = "550e8400-e29b-41d4-a716-446655440000"
 CTI = "770e8400-e29b-41d4-a716-446655440300"
@@ -74,7 +76,24 @@ def test_session_document_becomes_one_envelope_and_its_retrievals() -> None:
     assert all(e["emitter"] == "agent-sdk" and e["session_id"] == SID for e in events)
     # retrievals: keyed by content_telemetry_id, else their own event id
     assert [k for k, _ in out.retrievals] == [CTI.encode(), events[2]["event_id"].encode()]
-    assert loads(out.retrievals[0][1]) == events[1]
+    # each as the observation record correlate reads (schemas.records.encode_observation)
+    ev = events[1]
+    assert loads(out.retrievals[0][1]) == [
+        "r1",
+        ev["event_id"],
+        ev.get("source_role"),
+        "agent-sdk",
+        ts_us(ev["timestamp"]),
+        ev["canonical_url"],
+        ev.get("content_id"),
+        SID,
+        "shopping-assistant-v2",
+        ev.get("content_scope"),
+        ev["owner_domain"],
+        ev["content_url"],
+        CTI,
+    ]
+    assert loads(out.retrievals[1][1])[1] == events[2]["event_id"] and loads(out.retrievals[1][1])[12] is None
 
 
 def test_sessionless_edge_event_keyed_by_telemetry_id_and_marked() -> None:
@@ -85,7 +104,7 @@ def test_sessionless_edge_event_keyed_by_telemetry_id_and_marked() -> None:
     assert header is None and events[0]["source_role"] == "edge" and events[0]["emitter"] == "unknown"
     assert [k for k, _ in out.retrievals] == [CTI.encode()]
     no_id = normalize_message(edge_event(None))
-    eid = loads(no_id.retrievals[0][1])["event_id"]
+    eid = observation_fields(no_id.retrievals[0][1])["event_id"]
     assert [k for k, _ in no_id.events] == [eid.encode()] == [k for k, _ in no_id.retrievals]
 
 
@@ -218,7 +237,7 @@ def test_registry_resolves_content_id_only_events_and_never_overrides_url_owners
     assert _owners_of(out) == ["ft.com", "wirecutter.com", "nytimes.com", "wirecutter.com", None, "ft.com"]
     assert out.owners_resolved == 4 and out.event_count == plain.event_count == 6
     ((_, retrieval),) = out.retrievals
-    assert loads(retrieval)["owner_domain"] == "ft.com"
+    assert observation_fields(retrieval)["owner_domain"] == "ft.com"
     # only owner_domain changed: same keys, same event ids, same everything else
     assert [k for k, _ in out.events] == [k for k, _ in plain.events]
     _, with_reg = normalize.decode_envelope(out.events[0][1])
@@ -241,7 +260,7 @@ def test_registry_applies_to_sessionless_events_and_keeps_url_owners() -> None:
     out = normalize_message(doc, owners=OWNERS)
     assert out.events[0][1].startswith(normalize.SESSIONLESS_PREFIX)
     assert _owners_of(out) == ["wirecutter.com"]
-    assert loads(out.retrievals[0][1])["owner_domain"] == "wirecutter.com"
+    assert observation_fields(out.retrievals[0][1])["owner_domain"] == "wirecutter.com"
     edge = normalize_message(edge_event(), owners=OWNERS)  # URL only: untouched
     assert edge.owners_resolved == 0 and edge.events == normalize_message(edge_event()).events
 

@@ -123,3 +123,69 @@ def test_a_drain_closes_what_the_table_holds_open_also_keys_the_index_lost(
         assert asyncio.run(stage.close_due(200.0)) == 2 and stage.index_misses == 1
     finally:
         stage.app.output.close(timeout=0.1)
+
+
+def test_correlate_reads_observation_records_and_whole_events_and_dead_letters_the_rest(
+    tmp_path: Path,
+) -> None:
+    """One packed RETRIEVALS message: observation records (what normalize writes), whole
+    canonical events (the format before them) and junk; junk goes to the DLQ record by record."""
+    from processors.correlate import CorrelateConfig, Correlator
+    from processors.normalize import normalize_message
+    from schemas import dlq
+    from schemas.records import decode_events_envelope
+
+    doc = {
+        "document_type": "event",
+        "schema_version": "0.1",
+        "event": {
+            "type": "content_retrieved",
+            "timestamp": "2026-01-15T10:30:01Z",
+            "source_role": "edge",
+            "content_url": "https://www.wirecutter.com/reviews/best",
+            "content_telemetry_id": "770e8400-e29b-41d4-a716-446655440300",
+        },
+    }
+    out = normalize_message(orjson.dumps(doc))
+    ((_k, record),) = out.retrievals
+    ((_k, envelope),) = out.events
+    (event,) = decode_events_envelope(envelope)[1]
+    app = create_app("t-cor", "127.0.0.1:9", tmp_path, store="memory://")
+    stage = Correlator(
+        app,
+        retrievals_topic="t-retrievals",
+        funnel_topic="t-funnel",
+        correlated_topic="t-correlated",
+        dlq_topic="t-dlq",
+        config=CorrelateConfig(),
+        partitions=2,
+    )
+    try:
+
+        class Msg:
+            topic, partition, offset, key = "t-retrievals", 1, 42, None
+            value = (
+                b"["
+                + b",".join([record, orjson.dumps(event), b'["r1", 5]', b'{"event_type": "cited"}'])
+                + b"]"
+            )
+
+        sends: list[tuple[str, bytes | None, bytes]] = []
+        items = stage.items(Msg(), sends)
+        cti = event["content_telemetry_id"].encode()
+        assert [key for key, _ in items] == [cti, cti]
+        (_r1, ob1), (_r2, ob2) = (rec for _key, rec in items)
+        assert ob1 == ob2 and ob1.id == event["event_id"] and ob1.source_role == "edge"
+        letters = [dlq.decode(v) for topic, _k, v in sends if topic == "t-dlq"]
+        assert len(sends) == len(letters) == 2
+        assert [(x.source_topic, x.source_partition, x.source_offset) for x in letters] == [
+            ("t-retrievals", 1, 42)
+        ] * 2
+        assert [orjson.loads(x.original) for x in letters] == [
+            ["r1", 5],
+            {"event_type": "cited"},
+        ]  # the record alone
+        assert "not an observation record" in letters[0].reason
+        assert "not a canonical retrieved event" in letters[1].reason
+    finally:
+        app.output.close(timeout=0.1)
