@@ -929,6 +929,7 @@ def phase_memory(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
             "cpu_s": worker.cpu(),
             "tracked": st["stats"].get("sessionize", {}).get("tracked", 0),
             "envelopes": st["stats"].get("sessionize", {}).get("envelopes", 0),
+            "memory": st["stats"].get("memory"),  # python blocks, rocksdb per table, index sizes
         }
         samples.append(s)
         return s

@@ -220,6 +220,19 @@ class ChangelogStore(faust_rocksdb.Store):
     reopens at an older offset and Faust's recovery replays the changelog from there. A put
     costs 1.3 instead of 3.4 us (no write(2) per put)."""
 
+    def memory(self) -> dict[str, int]:
+        """RocksDB's memory for this table's open partition databases (bytes): memtables,
+        block cache, table readers (index/filter blocks held outside the cache)."""
+        out = {"memtables": 0, "block_cache": 0, "table_readers": 0}
+        for db in list(self._dbs.values()):
+            try:
+                out["memtables"] += db.property_int_value("rocksdb.size-all-mem-tables") or 0
+                out["block_cache"] += db.property_int_value("rocksdb.block-cache-usage") or 0
+                out["table_readers"] += db.property_int_value("rocksdb.estimate-table-readers-mem") or 0
+            except Exception:  # closed by a rebalance meanwhile
+                continue
+        return out
+
     def _open_for_partition(self, partition: int) -> Any:
         db = super()._open_for_partition(partition)
         if isinstance(db, rocksdict.Rdict):

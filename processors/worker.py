@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ import faust
 
 from processors import normalize
 from processors.app import Health, crash_reason, create_app
+from processors.output import ChangelogStore
 from processors.correlate import CorrelateConfig, Correlator
 from processors.sessionize import SessionizeConfig, Sessionizer
 from schemas import topics as t
@@ -267,4 +269,19 @@ def stats(app: faust.App) -> dict[str, dict[str, Any]]:
     if output is not None:
         out["output"] = {"sent": output.sent, "changelog": output.changelog_sent}
     out["gc"] = {gen: {"collections": int(n), "cpu_s": round(s, 3)} for gen, (n, s) in GC_STATS.items()}
+    out["memory"] = memory(app)
+    return out
+
+
+def memory(app: faust.App) -> dict[str, Any]:
+    """Where the worker's memory is: Python's allocator (live blocks) and RocksDB per table."""
+    out: dict[str, Any] = {"python_blocks": sys.getallocatedblocks()}
+    p = _PARTS[app]
+    for stage in (p.sessionizer, p.correlator):
+        if stage is None:
+            continue
+        data = stage.table.data
+        if isinstance(data, ChangelogStore):
+            out[stage.name] = data.memory()
+        out[f"{stage.name}_index"] = {"keys": len(stage.index), "heap": len(stage._heap)}
     return out

@@ -129,6 +129,13 @@ class Probe:
         """Messages a topic holds."""
         return sum(high - low for low, high in map(self._marks, self._tps([topic])))
 
+    def written(self, topic: str, partitions: Iterable[int]) -> int:
+        """Messages ever written to these partitions of ``topic`` (0 while it does not exist)."""
+        try:
+            return sum(self._marks(TopicPartition(topic, p))[1] for p in partitions)
+        except KafkaException:  # not created yet
+            return 0
+
     def close(self) -> None:
         self.consumer.close()
         self.raw_consumer.close()

@@ -184,9 +184,16 @@ def test_two_workers_scale_out_hand_over_and_rebalance_back_give_the_exact_funne
         assert documents < total < documents + log_events
 
         # -- B stops cleanly mid-stream: A takes over and recovers B's tables --------------------
-        def b_sessionized() -> int:  # EVENTS offsets B committed on its partitions (sessionize)
+        # B has sessionized once it stored session state (only B writes the sessionize changelog's
+        # partitions of B's EVENTS partitions now) and committed EVENTS there. Committed offsets
+        # alone do not say it: EVENTS also carries edge/origin retrievals, which sessionize skips
+        # (no session), so B can commit EVENTS before it has seen a single session event.
+        changelog = f"{worker_app_id('ctpipe', unique)}-ctpipe-sessionize-changelog"
+
+        def b_sessionized() -> bool:
             tps = [TopicPartition(topics["events"], p) for p in sorted(parts_b)]
-            return sum(max(tp.offset, 0) for tp in probe.consumer.committed(tps, timeout=10))
+            committed = sum(max(tp.offset, 0) for tp in probe.consumer.committed(tps, timeout=10))
+            return committed > 0 and probe.written(changelog, parts_b) > 0
 
         until([a, b], "B to commit sessionized EVENTS", b_sessionized, timeout=60, every=0.05)
         lag_at_stop = probe.lag(inputs)
