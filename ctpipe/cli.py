@@ -379,6 +379,7 @@ def worker(
         batch_size=s.worker_batch_size,
         drain_after_idle=drain_after_idle,
         store=store,
+        state_memory_mb=s.worker_state_memory_mb,
     )
     raise typer.Exit(run(s, config))
 

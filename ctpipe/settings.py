@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(
         default=2000, ge=1, description="Messages a stage takes from Kafka per batch (take_events)."
     )
+    worker_state_memory_mb: int = Field(
+        default=256,
+        ge=16,
+        description="MiB of RocksDB memory (block cache + memtables) all state tables share.",
+    )
     worker_max_invalid_ratio: float = Field(
         default=0.5,
         gt=0,

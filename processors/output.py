@@ -210,6 +210,63 @@ class ChangelogTable(faust.Table):
         self.output.changelog(self.changelog_topic_name, key, None, cast(int, self.partition_for_key(key)))
 
 
+class StateMemory:
+    """One memory budget for every state database of a worker process.
+
+    Faust opens each table partition's RocksDB with its own 2 GiB block cache and up to
+    3 x 64 MiB memtables: 8 databases (2 tables x 4 partitions) may take ~17 GiB, and under
+    traffic into many open sessions the worker's RSS grew without bound in practice
+    (bench/PIPELINE_BENCH.md, session 6: 910 -> 4,188 MB in 30 min). Here all databases share
+    one LRU block cache of ``total`` bytes, their memtables are charged to that cache through one
+    write buffer manager (flushed once they pass ``memtable_share`` of it), and index/filter
+    blocks live in the cache too - the bounded-memory recipe of Kafka Streams
+    (``BoundedMemoryRocksDBConfig``; RocksDB wiki "Write Buffer Manager", "Block Cache").
+    What RocksDB holds beyond the budget: per-file metadata and iterators in use.
+    """
+
+    def __init__(self, total: int, memtable_share: float = 0.5) -> None:
+        if total <= 0 or not 0 < memtable_share < 1:
+            raise ValueError(
+                f"state memory: total > 0 and 0 < memtable_share < 1, got {total}, {memtable_share}"
+            )
+        self.total = total
+        self.memtables = int(total * memtable_share)
+        self.cache = rocksdict.Cache(total)
+        self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            self.memtables, False, self.cache
+        )
+
+    def options(self, base: faust_rocksdb.RocksDBOptions) -> rocksdict.Options:
+        """Faust's options for one database (``base``: files, bloom filter, index type) on the
+        shared cache and write buffer manager."""
+        opts = rocksdict.Options(raw_mode=True)
+        opts.create_if_missing(True)
+        if base.max_open_files is not None:
+            opts.set_max_open_files(base.max_open_files)
+        # no single memtable larger than a quarter of the shared budget
+        opts.set_write_buffer_size(min(base.write_buffer_size, max(self.memtables // 4, 1 << 20)))
+        opts.set_max_write_buffer_number(base.max_write_buffer_number)
+        opts.set_target_file_size_base(base.target_file_size_base)
+        opts.set_write_buffer_manager(self.write_buffers)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(base.bloom_filter_size, True)
+        table.set_block_cache(self.cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        opts.set_block_based_table_factory(table)
+        return opts
+
+    def usage(self) -> dict[str, int]:
+        """Bytes in the shared cache (blocks and memtables charged to it) and in memtables."""
+        return {
+            "budget": self.total,
+            "cache": int(self.cache.get_usage()),
+            "pinned": int(self.cache.get_pinned_usage()),
+            "memtables": int(self.write_buffers.get_usage()),
+        }
+
+
 class ChangelogStore(faust_rocksdb.Store):
     """Faust's rocksdb store without rocksdb's own write-ahead log (what Kafka Streams does).
 
@@ -222,19 +279,36 @@ class ChangelogStore(faust_rocksdb.Store):
 
     def memory(self) -> dict[str, int]:
         """RocksDB's memory for this table's open partition databases (bytes): memtables,
-        block cache, table readers (index/filter blocks held outside the cache)."""
-        out = {"memtables": 0, "block_cache": 0, "table_readers": 0}
+        table readers (index/filter blocks held outside the cache) and, unless the databases share
+        the app's ``StateMemory`` cache (reported there), their block caches."""
+        shared = getattr(self.app, "state_memory", None) is not None  # cache: StateMemory.usage
+        out = (
+            {"memtables": 0, "table_readers": 0}
+            if shared
+            else {"memtables": 0, "block_cache": 0, "table_readers": 0}
+        )
         for db in list(self._dbs.values()):
             try:
                 out["memtables"] += db.property_int_value("rocksdb.size-all-mem-tables") or 0
-                out["block_cache"] += db.property_int_value("rocksdb.block-cache-usage") or 0
+                if not shared:
+                    out["block_cache"] += db.property_int_value("rocksdb.block-cache-usage") or 0
                 out["table_readers"] += db.property_int_value("rocksdb.estimate-table-readers-mem") or 0
             except Exception:  # closed by a rebalance meanwhile
                 continue
         return out
 
     def _open_for_partition(self, partition: int) -> Any:
-        db = super()._open_for_partition(partition)
+        memory: StateMemory | None = getattr(self.app, "state_memory", None)
+        if memory is not None and self.rocksdb_options.use_rocksdict:
+            # Faust's open (``RocksDBOptions.open``) with the worker's shared memory budget
+            db = rocksdict.Rdict(
+                str(self.partition_path(partition)),
+                options=memory.options(self.rocksdb_options),
+                access_type=rocksdict.AccessType.read_write(),
+            )
+            db.set_read_options(rocksdict.ReadOptions())
+        else:
+            db = super()._open_for_partition(partition)
         if isinstance(db, rocksdict.Rdict):
             options = rocksdict.WriteOptions()
             options.disable_wal = True  # type: ignore[method-assign,assignment]

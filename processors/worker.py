@@ -26,8 +26,8 @@ import faust
 
 from processors import normalize
 from processors.app import Health, crash_reason, create_app
-from processors.output import ChangelogStore
 from processors.correlate import CorrelateConfig, Correlator
+from processors.output import ChangelogStore, StateMemory
 from processors.sessionize import SessionizeConfig, Sessionizer
 from schemas import topics as t
 from schemas.owners import OwnerRegistry
@@ -48,6 +48,8 @@ class WorkerConfig:
     batch_within: float = 0.1  # s to wait for a batch to fill
     tick: float = 1.0  # s between close-timer runs
     store: str = "rocksdb://"  # Faust table store (rocksdb:// uses the rocksdict driver)
+    # RocksDB memory of all state tables together: block cache + memtables (processors.output.StateMemory)
+    state_memory_mb: int = 256
     drain_after_idle: float | None = None  # close everything once no input for this many s
     # CT 0.1 7.3 content_id prefix -> owner (schemas.owners; immutable, hashable); None = URL only
     owner_registry: OwnerRegistry | None = None
@@ -58,6 +60,8 @@ class WorkerConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.max_invalid_ratio <= 1:
             raise ValueError(f"max_invalid_ratio must be in (0, 1], got {self.max_invalid_ratio}")
+        if self.state_memory_mb < 16:
+            raise ValueError(f"state_memory_mb must be >= 16, got {self.state_memory_mb}")
         if self.batch_size < 1 or self.breaker_window < 1 or self.breaker_min_invalid < 1:
             raise ValueError("batch_size, breaker_window and breaker_min_invalid must be >= 1")
 
@@ -115,6 +119,7 @@ def build_worker(
         table_standby_replicas=0,
         processing_guarantee="at_least_once",
     )
+    app.state_memory = StateMemory(config.state_memory_mb * 2**20)
     parts = WorkerParts(
         topics=topics,
         config=config,
@@ -276,6 +281,9 @@ def stats(app: faust.App) -> dict[str, dict[str, Any]]:
 def memory(app: faust.App) -> dict[str, Any]:
     """Where the worker's memory is: Python's allocator (live blocks) and RocksDB per table."""
     out: dict[str, Any] = {"python_blocks": sys.getallocatedblocks()}
+    budget = getattr(app, "state_memory", None)
+    if budget is not None:
+        out["rocksdb"] = budget.usage()
     p = _PARTS[app]
     for stage in (p.sessionizer, p.correlator):
         if stage is None:
@@ -283,5 +291,5 @@ def memory(app: faust.App) -> dict[str, Any]:
         data = stage.table.data
         if isinstance(data, ChangelogStore):
             out[stage.name] = data.memory()
-        out[f"{stage.name}_index"] = {"keys": len(stage.index), "heap": len(stage._heap)}
+        out[f"{stage.name}_index"] = stage.deadlines.stats()
     return out

@@ -1,0 +1,59 @@
+"""``processors.app.Deadlines``: the close timers' index of open keys, against a plain model."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.app import Deadlines
+
+KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"])
+TIMES = st.floats(min_value=0, max_value=20, allow_nan=False) | st.integers(0, 20).map(float)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, st.none() | TIMES, st.integers(0, 3)),
+        st.tuples(st.just("due"), TIMES),
+        st.tuples(st.just("all")),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(OPS)
+def test_deadlines_hand_out_exactly_the_due_keys_in_order_once(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    d = Deadlines()
+    model: dict[bytes, tuple[float, int]] = {}
+    for op in ops:
+        if op[0] == "set":
+            _, key, due, partition = op
+            d.set(key, due, partition)
+            if due is None:
+                model.pop(key, None)
+            else:
+                model[key] = (due, partition)
+        elif op[0] == "due":
+            now = op[1]
+            expected = sorted((due, k, p) for k, (due, p) in model.items() if due <= now)
+            assert d.pop_due(now) == [(k, p) for _due, k, p in expected]
+            for _due, k, _p in expected:
+                del model[k]  # handed out once: forgotten until set again
+        else:
+            assert sorted(d.pop_all()) == sorted((k, p) for k, (_due, p) in model.items())
+            model.clear()
+        assert d.index == model and len(d) == len(model)
+    # nothing stale is kept: every bucket holds a key of the index, each key in one bucket
+    buckets = d._buckets
+    assert sum(len(b) for b in buckets.values()) == len(model)
+    assert all(buckets for buckets in buckets.values())
+
+
+def test_rescheduling_an_open_key_many_times_keeps_one_entry() -> None:
+    """Each event moves a session's inactivity deadline: the index must not grow with them."""
+    d = Deadlines()
+    for i in range(10_000):
+        d.set(b"s", 1000.0 + i * 0.37, 1)
+    assert d.stats() == {"keys": 1, "buckets": 1}
+    assert len(d._starts) <= 10_000  # starts of emptied buckets leave as they surface
+    assert d.pop_due(5000.0) == [(b"s", 1)]
+    assert d._starts == [] and d.stats() == {"keys": 0, "buckets": 0}
