@@ -349,8 +349,10 @@ class Deadlines:
                 bucket.discard(key)
                 if not bucket:
                     del self._buckets[was]  # its start leaves the heap when it surfaces
+            # re-inserted, so the index and the new bucket hold the same key object (an update
+            # would keep the old one in the index: two copies of every key rescheduled)
+            del index[key]
         if due is None:
-            index.pop(key, None)
             return
         index[key] = (due, partition)
         start = math.floor(due)

@@ -57,3 +57,16 @@ def test_rescheduling_an_open_key_many_times_keeps_one_entry() -> None:
     assert len(d._starts) <= 10_000  # starts of emptied buckets leave as they surface
     assert d.pop_due(5000.0) == [(b"s", 1)]
     assert d._starts == [] and d.stats() == {"keys": 0, "buckets": 0}
+
+
+def test_an_open_key_is_held_once_however_often_it_is_rescheduled() -> None:
+    """Each batch brings the key as a new bytes object: index and bucket keep the newest one,
+    never one each (a million open sessions would hold every key twice)."""
+    d = Deadlines()
+    first, second = b"session-1", bytes(bytearray(b"session-1"))
+    assert first is not second
+    d.set(first, 100.0, 0)
+    d.set(second, 205.5, 0)  # another bucket
+    (stored,) = d.index
+    (in_bucket,) = d._buckets[205]
+    assert stored is second and in_bucket is second
