@@ -287,8 +287,10 @@ Send = tuple[str, bytes | None, bytes]  # (topic, key, value)
 PART_BYTES = 4 * 1024 * 1024
 #: Keys closed per output flush (a drain closes every open key: the same bound on its memory).
 CLOSE_PART = 4096
-#: Stored states the close timer re-reads per tick to check the deadline index (``_audit``).
-AUDIT_KEYS = 1000
+#: The close timer re-reads stored states to check the deadline index (``_audit``): per tick
+#: enough for a round over the open keys every ``AUDIT_ROUND`` seconds, at least ``AUDIT_KEYS``.
+AUDIT_ROUND = 600.0
+AUDIT_KEYS = 100
 #: How long a stage retries a failing batch before it parks it and the worker must exit.
 RETRY_FOR = 60.0
 Item = tuple[Any, Any]  # (the Kafka message it came in, one decoded record)
@@ -451,6 +453,7 @@ class StateStage:
         self.batch = batch
         self.within = within
         self.drain_after_idle = drain_after_idle
+        self.tick = tick
         self.table = state_table(app, f"ctpipe-{self.name}", partitions, f"{self.name} state")
         self.deadlines = Deadlines()
         self.lock = asyncio.Lock()
@@ -733,7 +736,7 @@ class StateStage:
                     "%s: drain found %d open key(s) the deadline index had lost", self.name, missed
                 )
         else:
-            self._audit(assigned, AUDIT_KEYS)
+            self._audit(assigned, max(AUDIT_KEYS, math.ceil(len(self.index) * self.tick / AUDIT_ROUND)))
         due = self._due(now, drain)
         self.cpu_close += time.thread_time() - cpu
         closed = 0

@@ -248,7 +248,7 @@ def test_the_audit_puts_back_open_keys_the_index_lost_a_few_per_tick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a drain or a rebalance, a key the deadline index lost would stay open; each tick
-    re-reads ``AUDIT_KEYS`` stored states, resuming where the last tick stopped, and schedules an
+    re-reads a few stored states (``AUDIT_KEYS``, more with many open keys), resuming where the last tick stopped, and schedules an
     open state the index lacks (counted). Tombstones, chunks and Faust's offset key are not."""
     stage = _stage(tmp_path, "rocksdb://")
     try:
