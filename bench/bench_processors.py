@@ -106,9 +106,11 @@ def main() -> None:
     ccfg = correlate.CorrelateConfig()
     t = time.perf_counter()
     for o in outs:
-        for key, value in o.retrievals:
+        for key, value in o.retrievals:  # observation records, read as the stage reads them
+            checked = correlate.Correlator._check_record(orjson.loads(value))
+            assert not isinstance(checked, str), checked
             state = correlate.new_state(key.decode(), 0)
-            correlate.add_observations(state, [orjson.loads(value)], now=0.0)
+            correlate.add_obs(state, [checked[0]], now=0.0)
             correlate.step(orjson.loads(orjson.dumps(state)), 1000.0, ccfg, drain=False)
     corr = n / (time.perf_counter() - t)
 

@@ -648,15 +648,30 @@ class StateStage:
         before = self.index
         self.deadlines = Deadlines()
         missed = 0
-        for key, raw in list(self.table.items()):
-            if raw is None:
-                continue
+        for key, raw in self._stored():
             state = orjson.loads(raw)
-            key = bytes(key)
             self._schedule(key, self.deadline(state), int(state["p"]))
             if key in self.index and key not in before:
                 missed += 1
         return missed
+
+    def _stored(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of every state in the active partitions: straight from their RocksDB
+        databases (Faust's table iteration cost ~4x as much: a drain rescans the whole table),
+        through the table for other stores."""
+        data = self.table.data
+        if not isinstance(data, ChangelogStore):
+            for key, raw in list(self.table.items()):
+                if raw is not None:
+                    yield bytes(key), raw
+            return
+        changelog = self.table.changelog_topic_name
+        offset_key = data.offset_key
+        active = sorted(tp.partition for tp in assigned_partitions(self.app) if tp.topic == changelog)
+        for partition in active:
+            for key, raw in data._db_for_partition(partition).items():
+                if key != offset_key:
+                    yield key, raw
 
     def _audit(self, assigned: frozenset[Any], budget: int) -> int:
         """Re-read up to ``budget`` stored states, resuming where the last audit stopped (a
