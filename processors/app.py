@@ -349,8 +349,13 @@ class Deadlines:
             bucket = self._buckets.get(was)
             if bucket is not None:
                 bucket.discard(key)
-                if not bucket:
+                left = len(bucket)
+                if not left:
                     del self._buckets[was]  # its start leaves the heap when it surfaces
+                elif left >= 64 and not left & (left - 1):
+                    # a set never shrinks: a bucket filled by a burst (a load) and emptied one
+                    # reschedule at a time would keep its peak size; re-sized at each power of two
+                    self._buckets[was] = set(bucket)
             # re-inserted, so the index and the new bucket hold the same key object (an update
             # would keep the old one in the index: two copies of every key rescheduled)
             del index[key]

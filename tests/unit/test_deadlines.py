@@ -70,3 +70,20 @@ def test_an_open_key_is_held_once_however_often_it_is_rescheduled() -> None:
     (stored,) = d.index
     (in_bucket,) = d._buckets[205]
     assert stored is second and in_bucket is second
+
+
+def test_a_bucket_emptied_one_key_at_a_time_gives_its_memory_back() -> None:
+    """A load opens many keys within a second; traffic then moves them out one by one. A set
+    never shrinks by itself: the bucket is re-sized as it empties, keeping every key."""
+    import sys
+
+    d = Deadlines()
+    keys = [b"k%05d" % i for i in range(10_000)]
+    for k in keys:
+        d.set(k, 500.5, 0)
+    full = sys.getsizeof(d._buckets[500])
+    for k in keys[:-100]:
+        d.set(k, 900.0, 1)
+    assert d._buckets[500] == set(keys[-100:])
+    assert sys.getsizeof(d._buckets[500]) * 20 < full
+    assert d.pop_due(600.0) == [(k, 0) for k in keys[-100:]]
