@@ -660,6 +660,11 @@ class StateStage:
                 missed += 1
         return missed
 
+    def _state_partitions(self, assigned: frozenset[Any]) -> list[int]:
+        """The table partitions among ``assigned`` (its changelog's), in order."""
+        changelog = self.table.changelog_topic_name
+        return sorted(tp.partition for tp in assigned if tp.topic == changelog)
+
     def _stored(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of every state in the active partitions: straight from their RocksDB
         databases (Faust's table iteration cost ~4x as much: a drain rescans the whole table),
@@ -670,12 +675,9 @@ class StateStage:
                 if raw is not None:
                     yield bytes(key), raw
             return
-        changelog = self.table.changelog_topic_name
-        offset_key = data.offset_key
-        active = sorted(tp.partition for tp in assigned_partitions(self.app) if tp.topic == changelog)
-        for partition in active:
+        for partition in self._state_partitions(assigned_partitions(self.app)):
             for key, raw in data._db_for_partition(partition).items():
-                if key != offset_key:
+                if key != data.offset_key:
                     yield key, raw
 
     def _audit(self, assigned: frozenset[Any], budget: int) -> int:
@@ -689,27 +691,25 @@ class StateStage:
         ``_close`` reads the current state. RocksDB stores only (others are test stores); a fresh
         iterator per tick, so none pins memtables between ticks."""
         data = self.table.data
-        if not isinstance(data, ChangelogStore):
+        partitions = self._state_partitions(assigned)
+        if not isinstance(data, ChangelogStore) or not partitions:
             return 0
-        changelog = self.table.changelog_topic_name
-        partitions = sorted(tp.partition for tp in assigned if tp.topic == changelog)
-        if not partitions:
-            return 0
+
+        def after(p: int) -> int:
+            return next((q for q in partitions if q > p), partitions[0])
+
         partition, last = self._audit_at
         if partition not in partitions:
-            partition, last = next((p for p in partitions if p > partition), partitions[0]), None
+            partition, last = after(partition), None
         index, missed = self.index, 0
         for _ in range(len(partitions)):  # at most one pass over the partitions per tick
-            it = data._db_for_partition(partition).iter()
-            if last is None:
-                it.seek_to_first()
-            else:
-                it.seek(last)
-                if it.valid() and it.key() == last:
-                    it.next()
-            while budget > 0 and it.valid():
-                key, raw = it.key(), it.value()
-                it.next()
+            finished = True
+            for key, raw in data._db_for_partition(partition).items(from_key=last):
+                if key == last:  # read by the last tick
+                    continue
+                if not budget:
+                    finished = False
+                    break
                 budget -= 1
                 last = key
                 if key == data.offset_key or key in index:
@@ -718,12 +718,10 @@ class StateStage:
                 if due is not None:
                     self._schedule(key, due, partition)
                     missed += 1
-            more = it.valid()
-            del it
-            if budget <= 0 and more:
+            if not finished:
                 break
-            partition, last = next((p for p in partitions if p > partition), partitions[0]), None
-            if budget <= 0:
+            partition, last = after(partition), None
+            if not budget:
                 break
         self._audit_at = (partition, last)
         if missed:

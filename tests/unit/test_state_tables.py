@@ -130,6 +130,7 @@ def test_a_drain_closes_what_the_table_holds_open_also_keys_the_index_lost(
 
         monkeypatch.setattr(stage, "_close", close)
         monkeypatch.setattr(app_module, "AUDIT_KEYS", 0)  # the drain alone (the audit: below)
+        monkeypatch.setattr(app_module, "AUDIT_ROUND", float("inf"))
         assert asyncio.run(stage.close_due(200.0)) == 0  # not due, not draining: nothing
         assert closed == [] and stage.index_misses == 0
         stage.request_drain()
