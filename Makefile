@@ -1,6 +1,8 @@
 # The README's two commands: `make demo` (main job) and `make test` (test suite).
 # Each installs what it needs: a virtualenv in .venv, the package with dev extras, and the
-# Kafka broker jars (resolved from Maven Central by `ctpipe kafka fetch` into .ctpipe/cache).
+# Kafka broker jars (resolved from Maven Central by `ctpipe kafka fetch` into .ctpipe/cache), and
+# the optional native build of the hot modules (`ctpipe native build`: mypyc + the C compiler,
+# keyed by the sources, a no-op when it matches; without a compiler the code runs as pure Python).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -17,10 +19,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/ctpipe native build
 	$(BIN)/ctpipe demo
 
 test: $(STAMP)
 	$(BIN)/ctpipe kafka fetch
+	$(BIN)/ctpipe native build
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

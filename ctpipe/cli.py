@@ -110,6 +110,35 @@ def config(
     out.print(table)
 
 
+@app.command()
+def native(
+    action: Annotated[str, typer.Argument(help="build | status")] = "status",
+    require: Annotated[bool, typer.Option(help="build: fail when the build fails.")] = False,
+    verbose: Annotated[bool, typer.Option(help="build: show the compiler's output.")] = False,
+) -> None:
+    """The optional native (mypyc) build of the hot modules; pure Python runs when it is absent."""
+    from schemas import _native
+
+    if action == "status":
+        state = "on" if _native.enabled() else f"off ({_native.ENV})"
+        built = "present" if _native.available() else "absent"
+        out.print(f"native: {state}; sources {_native.tag()}; build {built}", highlight=False)
+        out.print(f"loaded from the build: {sorted(_native.active) or 'nothing'}", highlight=False)
+        return
+    if action != "build":
+        fail(f"unknown action {action!r} (build | status)", 2)
+    if not _native.enabled():
+        out.print(f"native build skipped ({_native.ENV} is off)")
+        return
+    path, message = _native.build(verbose=verbose)
+    if path is None:
+        if require:
+            fail(message)
+        err.print(f"[yellow]{message}[/]", highlight=False)
+        return
+    out.print(message, highlight=False)
+
+
 # ---------------------------------------------------------------------------------------------
 def _broker(settings: Settings) -> LocalBroker:
     from ctpipe.broker import local_broker
