@@ -333,8 +333,9 @@ class Correlator(StateStage):
             ob = aggregate.compact_observation(ev, 0.0)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:  # e.g. a numeric timestamp
             return repr(exc)
+        fields: tuple[Any, ...] = ob  # untrusted values: not (yet) the types Obs declares
         for i, field in _TEXT_FIELDS:
-            value = ob[i]
+            value = fields[i]
             if value is not None and type(value) is not str:  # the timer compares and joins them
                 return f"{field} is not a string"
         return ob

@@ -50,6 +50,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from processors.app import Health, PipelineApp, send_reliably
 from processors.source import BatchSource
 from schemas import dlq
@@ -91,6 +93,7 @@ def sessionless(value: bytes) -> bool:
 Message = tuple[bytes, bytes]  # (key, value)
 
 
+@mypyc_attr(native_class=False)  # an exception class stays a Python class (schemas/_native.py)
 class BreakerTripped(RuntimeError):
     """Too many invalid documents: the worker stops instead of dead-lettering everything."""
 

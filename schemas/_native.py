@@ -38,12 +38,16 @@ PACKAGES = ("schemas", "processors")
 # Compiled modules, as paths relative to ROOT. Pure functions on plain data; modules with pydantic
 # or Faust subclasses (records, canonical, app, the stages) stay interpreted.
 MODULES = (
+    "schemas/codec.py",
     "schemas/detect.py",
     "schemas/funnel.py",
     "schemas/normalize.py",
     "schemas/urls.py",
     "schemas/validate.py",
     "processors/aggregate.py",
+    "processors/correlate.py",
+    "processors/normalize.py",
+    "processors/sessionize.py",
 )
 GROUP = "ctpipe_native"
 COMPLETE = "COMPLETE"
