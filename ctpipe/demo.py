@@ -338,8 +338,7 @@ def run_demo(
     from deploy.kafka.local import BrokerError, LocalBroker
     from deploy.kafka.topics import TopicError
     from producers.kafka import DeliveryError
-    from schemas.owners import OwnerRegistryError
-    from schemas.owners import load as load_owner_registry
+    from schemas.owners import OwnerRegistryError, load as load_owner_registry
     from sinks.clickhouse import ClickHouseError, connect, migrate
 
     broker: LocalBroker | None = None

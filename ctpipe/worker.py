@@ -29,8 +29,7 @@ from ctpipe.settings import Settings
 from deploy.kafka.topics import ensure_topics
 from processors import worker as pw
 from processors.worker import WorkerConfig, WorkerTopics
-from schemas.owners import OwnerRegistryError
-from schemas.owners import load as load_owner_registry
+from schemas.owners import OwnerRegistryError, load as load_owner_registry
 
 STOP_TIMEOUT = 30.0
 

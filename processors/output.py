@@ -30,8 +30,10 @@ import faust
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP
+from mypy_extensions import mypyc_attr
 
 
+@mypyc_attr(native_class=False)  # an exception class stays a Python class (schemas/_native.py)
 class DeliveryFailed(RuntimeError):
     """The broker did not acknowledge a record (librdkafka gave up after its retries)."""
 
@@ -161,8 +163,10 @@ class Output:
         return left
 
     # -- changelogs ----------------------------------------------------------------------------
-    def track(self, table: ChangelogTable) -> None:
-        """Take ``table``'s changelog writes and record their acknowledged offsets into its store."""
+    def track(self, table: Any) -> None:
+        """Take ``table``'s changelog writes and record their acknowledged offsets into its store.
+        ``table``: a ``ChangelogTable``, or anything with its ``changelog_topic_name`` and ``data``
+        (the store); typed loosely because the native build checks declared classes at run time."""
         table.output = self
         self._tables[table.changelog_topic_name] = table
 
@@ -176,6 +180,28 @@ class Output:
             if dbs is not None and partition not in dbs:
                 continue  # partition revoked meanwhile (its store closed): do not reopen it
             store.set_persisted_offset(TP(topic, partition), offset)
+
+
+class PartitionState:
+    """One partition of a stage's table, straight to its rocksdb database and changelog: what
+    Faust's table API does per access (``table[key] = value``: changelog + store), without its
+    per-call lookups of the current event, serializers and key-index cache."""
+
+    __slots__ = ("_changelog", "_db", "_output", "partition")
+
+    def __init__(self, db: Any, output: Output, changelog: str, partition: int) -> None:
+        self._db, self._output, self._changelog, self.partition = db, output, changelog, partition
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)  # type: ignore[no-any-return,unused-ignore]
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value)
+        self._output.changelog(self._changelog, key, value, self.partition)
+
+    def delete(self, key: bytes) -> None:
+        self._db.delete(key)
+        self._output.changelog(self._changelog, key, None, self.partition)
 
 
 class ChangelogTable(faust.Table):

@@ -40,13 +40,16 @@ PACKAGES = ("schemas", "processors")
 MODULES = (
     "schemas/codec.py",
     "schemas/detect.py",
+    "schemas/framing.py",
     "schemas/funnel.py",
     "schemas/normalize.py",
     "schemas/urls.py",
     "schemas/validate.py",
     "processors/aggregate.py",
     "processors/correlate.py",
+    "processors/deadlines.py",
     "processors/normalize.py",
+    "processors/output.py",
     "processors/sessionize.py",
 )
 GROUP = "ctpipe_native"

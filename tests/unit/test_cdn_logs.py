@@ -12,8 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ctpipe.ingest_logs import Checkpoints, run
 from ctpipe.settings import Settings

@@ -1,11 +1,10 @@
-"""``processors.app.Deadlines``: the close timers' index of open keys, against a plain model."""
+"""``processors.deadlines.Deadlines``: the close timers' index of open keys, against a plain model."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from processors.app import Deadlines
+from processors.deadlines import Deadlines
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"])
 TIMES = st.floats(min_value=0, max_value=20, allow_nan=False) | st.integers(0, 20).map(float)

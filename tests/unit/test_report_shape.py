@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from schemas.funnel import MEASURES, FunnelCounts, FunnelKey, merge_rows, totals
 from sinks.report import ReportError, as_totals, funnel_report, parse_bound, shape

@@ -10,8 +10,7 @@ import orjson
 import pytest
 from faust.types import TP
 
-from processors import app as app_module
-from processors import sessionize
+from processors import app as app_module, sessionize
 from processors.app import PartitionState, PipelineApp, ScopedState, assigned_partitions, create_app
 from processors.correlate import CorrelateConfig, Correlator
 from processors.output import ChangelogStore

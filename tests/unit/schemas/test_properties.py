@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from schemas.normalize import ingest
 from schemas.validate import check_bytes

@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from schemas.codec import dumps
 from schemas.funnel import FunnelCounts, FunnelKey

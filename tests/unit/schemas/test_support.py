@@ -8,8 +8,7 @@ import sys
 import orjson
 import pytest
 
-from schemas import dlq
-from schemas import jsonschema as shipped
+from schemas import dlq, jsonschema as shipped
 from schemas.normalize import ingest
 from schemas.urls import canonical_url, owner_domain
 from schemas.wire import ct01, oa04
