@@ -199,7 +199,7 @@ def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, 
     return (cti or ordered[0].id).encode(), dumps(record)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Wire:
     """What a close (or a standalone retrieval) emits, encoded: (Kafka key, JSON) per FunnelDelta
     (keyed by contribution id) and per CorrelatedRetrieval."""
@@ -207,6 +207,15 @@ class Wire:
     delta_wire: list[tuple[bytes, bytes]]
     record_wire: list[tuple[bytes, bytes]]
     corroborated: int = 0
+
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(
+        self,
+        delta_wire: list[tuple[bytes, bytes]],
+        record_wire: list[tuple[bytes, bytes]],
+        corroborated: int = 0,
+    ) -> None:
+        self.delta_wire, self.record_wire, self.corroborated = delta_wire, record_wire, corroborated
 
     @property
     def deltas(self) -> list[FunnelDelta]:

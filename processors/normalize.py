@@ -136,7 +136,7 @@ class Breaker:
         return self._invalid / len(self._seen) if self._seen else 0.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Normalized:
     """What one RAW message produced."""
 
@@ -146,6 +146,18 @@ class Normalized:
     reason: str = ""
     event_count: int = 0
     owners_resolved: int = 0  # events whose owner came from the content_id registry (CT 7.3)
+
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(
+        self,
+        dead_letter: bytes | None = None,
+        reason: str = "",
+        event_count: int = 0,
+        owners_resolved: int = 0,
+    ) -> None:
+        self.events, self.retrievals = [], []
+        self.dead_letter, self.reason = dead_letter, reason
+        self.event_count, self.owners_resolved = event_count, owners_resolved
 
 
 def header_values(headers: Any) -> tuple[str, str | None]:

@@ -107,12 +107,17 @@ def merge_header(h: dict[str, Any], header: Mapping[str, Any]) -> bool:
     return orjson.dumps(h) != before
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Applied:
     new: int = 0
     duplicates: int = 0
     reopened: bool = False
     beyond_lateness: bool = False
+
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(self) -> None:
+        self.new = self.duplicates = 0
+        self.reopened = self.beyond_lateness = False
 
 
 def apply(
@@ -170,13 +175,17 @@ def deadline(state: Mapping[str, Any], cfg: SessionizeConfig) -> float | None:
     return float(state["la"]) + cfg.inactivity_timeout
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Closed:
     """Outputs of one close: deltas for FUNNEL (encoded: (contribution id, JSON),
     ``aggregate.wire_deltas``), the record for SESSIONS."""
 
     delta_wire: list[tuple[bytes, bytes]]
     record: SessionRecord
+
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(self, delta_wire: list[tuple[bytes, bytes]], record: SessionRecord) -> None:
+        self.delta_wire, self.record = delta_wire, record
 
     @property
     def deltas(self) -> list[FunnelDelta]:

@@ -50,13 +50,19 @@ SOURCE_HINTS: dict[str, DocKind] = {
 _DOCUMENT_TYPES = {"session": DocKind.SESSION, "event": DocKind.EVENT, "event_batch": DocKind.EVENT_BATCH}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Detection:
     """What a document is. ``version`` is the ``schema_version`` as sent (None if absent)."""
 
     kind: DocKind
     format: SourceFormat | None
     version: str | None
+
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(self, kind: DocKind, format: SourceFormat | None, version: str | None) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "format", format)
+        object.__setattr__(self, "version", version)
 
 
 def format_of(kind: DocKind) -> SourceFormat | None:

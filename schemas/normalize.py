@@ -78,7 +78,7 @@ _INT64_MAX = 2**63 - 1
 _EMPTY_JSON = "{}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class IngestResult:
     """What ingesting one message produced."""
 
@@ -97,6 +97,26 @@ class IngestResult:
     document: Any = None
 
     _events: list[CanonicalEvent] | None = field(default=None, repr=False)
+
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(
+        self,
+        accepted: bool,
+        kind: DocKind,
+        version: str | None,
+        wire: list[dict[str, Any]] | None = None,
+        session: SessionHeader | None = None,
+        errors: list[Violation] | None = None,
+        stripped: list[Violation] | None = None,
+        document: Any = None,
+    ) -> None:
+        self.accepted, self.kind, self.version = accepted, kind, version
+        self.wire = wire if wire is not None else []
+        self.session = session
+        self.errors = errors if errors is not None else []
+        self.stripped = stripped if stripped is not None else []
+        self.document = document
+        self._events = None
 
     @property
     def events(self) -> list[CanonicalEvent]:
@@ -142,7 +162,7 @@ def _lower_uuid(v: Any) -> str | None:
     return v.lower() if type(v) is str else None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Ctx:
     """Envelope/session facts shared by every event of one document."""
 
@@ -158,14 +178,33 @@ class _Ctx:
     head: dict[str, Any] = field(default_factory=dict)  # the non-None of the four above (model order)
     tail: dict[str, Any] = field(default_factory=dict)  # source_format .. emitter (model order)
 
-    def __post_init__(self) -> None:
-        for name in ("session_id", "ctx_token", "agent_id", "content_scope"):
-            value = getattr(self, name)
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(
+        self,
+        emitter: str,
+        fmt: SourceFormat,
+        version: str,
+        kind: DocKind,
+        session_id: str | None,
+        ctx_token: str | None,
+        agent_id: str | None,
+        content_scope: str | None,
+        notes: dict[int, list[str]],
+    ) -> None:
+        self.emitter, self.fmt, self.version, self.kind = emitter, fmt, version, kind
+        self.session_id, self.ctx_token, self.agent_id = session_id, ctx_token, agent_id
+        self.content_scope, self.notes = content_scope, notes
+        head: dict[str, Any] = {}
+        for name, value in (
+            ("session_id", session_id),
+            ("ctx_token", ctx_token),
+            ("agent_id", agent_id),
+            ("content_scope", content_scope),
+        ):
             if value is not None:
-                self.head[name] = value
-        self.tail.update(
-            source_format=self.fmt, source_version=self.version, source_kind=self.kind, emitter=self.emitter
-        )
+                head[name] = value
+        self.head = head
+        self.tail = {"source_format": fmt, "source_version": version, "source_kind": kind, "emitter": emitter}
 
 
 _EVENT_FIELDS = frozenset(CanonicalEvent.model_fields)

@@ -56,7 +56,7 @@ class Violation:
         return {"pointer": self.pointer, "rule": self.rule, "message": self.message}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Verdict:
     """The outcome of validating one document."""
 
@@ -67,6 +67,20 @@ class Verdict:
     errors: list[Violation] = field(default_factory=list)
     # (turn object, field name, violation) for each privacy-violating turn field (CT 0.1 §5.5)
     strip: list[tuple[dict[str, Any], str, Violation]] = field(default_factory=list)
+
+    # init=False + this __init__: the native build compiles it (a generated one stays Python)
+    def __init__(
+        self,
+        kind: DocKind,
+        format: SourceFormat | None,
+        version: str | None,
+        doc: Any = None,
+        errors: list[Violation] | None = None,
+        strip: list[tuple[dict[str, Any], str, Violation]] | None = None,
+    ) -> None:
+        self.kind, self.format, self.version, self.doc = kind, format, version, doc
+        self.errors = errors if errors is not None else []
+        self.strip = strip if strip is not None else []
 
     @property
     def valid(self) -> bool:
