@@ -596,7 +596,7 @@ def phase_peak(ctx: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
         f"{wall_proc:.1f} s from first consume: {res['events_s_from_first']:,.0f} events/s, "
         f"{events / worker_cpu:,.0f} events/worker-CPU-s "
         f"({res['events_per_worker_cpu_s_working'] or float('nan'):,.0f} first consume -> drained); "
-        f"exact={exact}",
+        f"exact={exact}; native modules: {len(((wstats or {}).get('native') or {}).get('modules', []))}",
         flush=True,
     )
     return res

@@ -29,7 +29,7 @@ from processors.app import Health, crash_reason, create_app
 from processors.correlate import CorrelateConfig, Correlator
 from processors.output import ChangelogStore, StateMemory
 from processors.sessionize import SessionizeConfig, Sessionizer
-from schemas import topics as t
+from schemas import _native, topics as t
 from schemas.owners import OwnerRegistry
 
 
@@ -275,6 +275,7 @@ def stats(app: faust.App) -> dict[str, dict[str, Any]]:
         out["output"] = {"sent": output.sent, "changelog": output.changelog_sent}
     out["gc"] = {gen: {"collections": int(n), "cpu_s": round(s, 3)} for gen, (n, s) in GC_STATS.items()}
     out["memory"] = memory(app)
+    out["native"] = {"modules": _native.loaded()}  # what runs compiled (schemas._native)
     return out
 
 

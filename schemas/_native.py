@@ -129,6 +129,15 @@ def compiled(module: object) -> bool:
     return str(getattr(module, "__file__", "")).endswith(str(sysconfig.get_config_var("EXT_SUFFIX")))
 
 
+def loaded() -> list[str]:
+    """The modules of this process that run from the native build."""
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.split(".")[0] in PACKAGES and compiled(module)
+    )
+
+
 _BUILD_SCRIPT = """
 import sys
 from setuptools import setup

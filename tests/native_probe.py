@@ -92,10 +92,7 @@ def digest(workload: Path, spec: Path) -> dict[str, Any]:
         counts["groups"] += 1
         for k, v in wire.delta_wire + wire.record_wire:
             h.update(b"C" + k + b"\0" + v)
-    compiled = sorted(
-        m for m, mod in sys.modules.items() if _native.compiled(mod) and m.split(".")[0] in _native.PACKAGES
-    )
-    return {"digest": h.hexdigest(), "counts": dict(counts), "compiled": compiled}
+    return {"digest": h.hexdigest(), "counts": dict(counts), "compiled": _native.loaded()}
 
 
 if __name__ == "__main__":
