@@ -245,11 +245,18 @@ async def park_unacknowledged(app: faust.App, stage: str, exc: BaseException, he
 
 
 def assigned_partitions(app: faust.App) -> frozenset[Any]:
-    """The active topic partitions of this worker (changes on rebalance)."""
+    """The active topic partitions of this worker (changes on rebalance); empty when unknown."""
+    known = known_assignment(app)
+    return known if known is not None else frozenset()
+
+
+def known_assignment(app: faust.App) -> frozenset[Any] | None:
+    """The active topic partitions of this worker, or None while the assignor cannot tell (not
+    assigned yet, or mid-rebalance)."""
     try:
         return frozenset(app.assignor.assigned_actives())
-    except Exception:  # not assigned yet
-        return frozenset()
+    except Exception:
+        return None
 
 
 def busy(app: faust.App) -> bool:
@@ -426,9 +433,16 @@ class StateStage:
                     break
                 except Exception as exc:
                     await backoff.failed(exc)
-                    while busy(self.app):
-                        await asyncio.sleep(0.1)
-                    assigned = assigned_partitions(self.app)
+                    # Only partitions this worker is known to have lost are left out: while the
+                    # assignor cannot tell (it raises mid-rebalance), wait - an empty answer
+                    # would drop the whole part and acknowledge it unprocessed.
+                    assigned = None
+                    while assigned is None:
+                        while busy(self.app):
+                            await asyncio.sleep(0.1)
+                        assigned = known_assignment(self.app)
+                        if assigned is None:
+                            await asyncio.sleep(0.1)
                     part = [m for m in part if m.tp in assigned]
 
     def cpu_stats(self) -> dict[str, Any]:

@@ -70,6 +70,27 @@ async def test_a_failing_batch_is_retried_without_the_partitions_lost_meanwhile(
     assert stage.health.failed is None
 
 
+async def test_a_retried_part_waits_while_the_assignment_is_unknown_instead_of_dropping_it() -> None:
+    """The assignor raises mid-rebalance: the retry must not read that as "no partitions" (which
+    would drop the part and let take_events acknowledge it unprocessed)."""
+    app = FakeApp(assigned={("t", 0), ("t", 1)})
+    unknown = {"left": 3}
+
+    def assigned_actives() -> set[Any]:
+        if unknown["left"]:
+            unknown["left"] -= 1
+            raise RuntimeError("assignor: not assigned")
+        return {("t", 0), ("t", 1)}
+
+    app.assignor = SimpleNamespace(assigned_actives=assigned_actives)
+    stage = FakeStage(app, failures=1)
+    msgs = [_msg(0), _msg(1)]
+    await StateStage._process_reliably(stage, msgs)  # type: ignore[arg-type]
+    assert unknown["left"] == 0  # it asked until the assignor knew
+    assert stage.calls == [msgs, msgs]  # retried whole, nothing dropped
+    assert stage.health.failed is None
+
+
 async def test_a_batch_that_keeps_failing_is_parked_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stage_app, "RETRY_FOR", 0.0)
     app = FakeApp(assigned={("t", 0)})
