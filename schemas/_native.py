@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # The packages whose sources make up the tag: the compiled modules and everything they import
 # from us (mypyc trusts the types of what it imports, so any edit there invalidates a build).
 PACKAGES = ("schemas", "processors")
-# Compiled modules, as paths relative to ROOT. Pure functions on plain data; modules with pydantic
-# or Faust subclasses (records, canonical, app, the stages) stay interpreted.
+# Compiled modules, as paths relative to ROOT: the per-message code. Stage classes that subclass
+# interpreted ones (Faust's, ``processors.app.StateStage``) compile as Python classes with compiled
+# methods. Interpreted: pydantic models (canonical, records), the Faust app and its shell (app,
+# source, worker: their tests' fakes need duck typing, and compiling them gained nothing).
 MODULES = (
     "schemas/codec.py",
     "schemas/detect.py",
@@ -72,7 +74,7 @@ def base_dir() -> Path:
 def source_files() -> list[Path]:
     files: list[Path] = []
     for pkg in PACKAGES:
-        files.extend(sorted((ROOT / pkg).glob("*.py")))
+        files.extend(sorted(p for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts))
     return files
 
 
