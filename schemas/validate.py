@@ -159,7 +159,12 @@ def parse_datetime(s: str) -> datetime | None:
     offset = text[-6:]
     if offset[0] in "+-" and (int(offset[1:3]) > 23 or int(offset[4:6]) > 59):
         return None
-    return dt if dt.utcoffset() == _ZERO else dt.astimezone(UTC)
+    if dt.utcoffset() == _ZERO:
+        return dt
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: valid RFC 3339, past datetime.max in UTC
+        return None
 
 
 def is_datetime(s: str) -> bool:

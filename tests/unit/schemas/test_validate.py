@@ -34,6 +34,9 @@ def _errors(doc: Any, source: str | None = None) -> list[tuple[str, str]]:
         ("2026-01-15T10:30:00+24:00", False),
         ("202,-02-29T00:00:00Z", False),  # jsonschema-rs's own date-time lets this through
         ("0000-01-15T10:30:00Z", False),  # RFC 3339, but no Python datetime can hold it
+        # ... nor these in UTC (they used to raise OverflowError: an "internal error" rejection)
+        ("9999-12-31T23:59:59-01:00", False),
+        ("0001-01-01T00:00:00+01:00", False),
     ],
 )
 def test_date_time_format(value: str, valid: bool) -> None:
