@@ -436,13 +436,8 @@ class StateStage:
                     # Only partitions this worker is known to have lost are left out: while the
                     # assignor cannot tell (it raises mid-rebalance), wait - an empty answer
                     # would drop the whole part and acknowledge it unprocessed.
-                    assigned = None
-                    while assigned is None:
-                        while busy(self.app):
-                            await asyncio.sleep(0.1)
-                        assigned = known_assignment(self.app)
-                        if assigned is None:
-                            await asyncio.sleep(0.1)
+                    while (assigned := None if busy(self.app) else known_assignment(self.app)) is None:
+                        await asyncio.sleep(0.1)
                     part = [m for m in part if m.tp in assigned]
 
     def cpu_stats(self) -> dict[str, Any]:
