@@ -53,6 +53,28 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+#: the epoch-microsecond range of datetime (years 1 to 9999)
+_MIN_US = -62_135_596_800_000_000
+_MAX_US = 253_402_300_799_999_999
+_minute_text: dict[int, str] = {}
+
+
+def us_text(us: int) -> str:
+    """``from_us(us)`` as ``schemas.codec.dumps`` writes it ("YYYY-MM-DDTHH:MM:SS[.ffffff]Z"),
+    without building a datetime per timestamp (a close's largest cost): the minute's text is
+    memoised (bounded), seconds and microseconds are formatted. Tests hold it equal to dumps."""
+    minute, rest = divmod(us, 60_000_000)
+    prefix = _minute_text.get(minute)
+    if prefix is None:
+        if len(_minute_text) >= 65_536:
+            _minute_text.clear()
+        prefix = _minute_text[minute] = (_EPOCH + timedelta(minutes=minute)).isoformat()[:17]
+    sec, micro = divmod(rest, 1_000_000)
+    if micro:
+        return f"{prefix}{sec:02d}.{micro:06d}Z"
+    return f"{prefix}{sec:02d}Z"
+
+
 def hour_from_us(us: int) -> datetime:
     """``schemas.funnel.hour_of`` of an epoch-microsecond timestamp (memoised per hour)."""
     h = us // _HOUR_US
@@ -274,6 +296,17 @@ class Obs(NamedTuple):
     arrival: float  # processing time it reached correlate (epoch seconds)
 
 
+_tuple_new = tuple.__new__
+
+
+def obs_of(values: Iterable[Any]) -> Obs:
+    """An ``Obs`` of its field values in order (a stored state's list, a record's fields):
+    ``tuple.__new__``, not the named tuple's generated ``__new__`` / ``_make`` (Python functions
+    even in the native build). The caller supplies all fields."""
+    ob: Obs = _tuple_new(Obs, values)
+    return ob
+
+
 def compact_observation(ev: Mapping[str, Any], arrival: float) -> Obs:
     """Canonical ``retrieved`` event JSON -> ``Obs``."""
     get = ev.get
@@ -302,6 +335,16 @@ def split_retrievals(observations: Sequence[Obs]) -> list[list[Obs]]:
     """
     if len(observations) == 1:
         return [list(observations)]
+    if len(observations) == 2:  # most groups (an agent and one edge/origin): the same answer
+        a, b = observations
+        if a.canonical_url == b.canonical_url or (a.content_id and a.content_id == b.content_id):
+            return [[a, b]]
+        return [[a], [b]]
+    return _split(observations)
+
+
+def _split(observations: Sequence[Obs]) -> list[list[Obs]]:
+    """``split_retrievals`` of any number of observations (union-find over URL sub-groups)."""
     groups: dict[str | None, int] = {}
     parent: list[int] = []
     members: list[int] = []

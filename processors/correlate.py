@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from processors import aggregate
-from processors.aggregate import HOUR_US, Obs, PlainRows, plain_rows_json, wire_deltas
+from processors.aggregate import HOUR_US, Obs, PlainRows, obs_of, plain_rows_json, wire_deltas
 from processors.app import Item, PipelineApp, Send, StateStage
 from schemas.codec import dumps
 from schemas.funnel import role_of
@@ -157,7 +157,7 @@ def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, 
     else by its first observation's event id. One pass over the observations (a close's
     largest cost): each "first ... seen" field is the first truthy value in time order."""
     ordered = group if len(group) == 1 else sorted(group, key=_ts_id)
-    from_us = aggregate.from_us
+    us_text = aggregate.us_text
     canonical_url = content_id = owner_domain = None
     observations = []
     for o in ordered:
@@ -169,7 +169,7 @@ def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, 
                 "event_id": o.id,
                 "source_role": o.source_role,
                 "emitter": o.emitter,
-                "timestamp": from_us(o.ts),
+                "timestamp": us_text(o.ts),
                 "content_url": o.content_url,
                 "canonical_url": o.canonical_url,
                 "content_id": o.content_id,
@@ -228,7 +228,7 @@ class Wire:
 
 def close(state: dict[str, Any], now: float) -> Wire:
     """Close a group: split into retrievals, emit records and (new - emitted) funnel rows."""
-    obs = [Obs(*o) for o in state["obs"]]
+    obs = [obs_of(o) for o in state["obs"]]
     cti = state["k"]
     groups = [(aggregate.retrieval_status(g, True), g) for g in aggregate.split_retrievals(obs)]
     rows = _rows(groups)
@@ -391,12 +391,12 @@ class Correlator(StateStage):
             value = rec[i]
             if value is not None and type(value) is not str:
                 return f"{OBSERVATION_FIELDS[i - 1]} is not a string"
-        return Obs._make((rec[1], role_of(rec[2]), rec[3] or "", *rec[4:12], 0.0)), rec[12]
+        return obs_of((rec[1], role_of(rec[2]), rec[3] or "", *rec[4:12], 0.0)), rec[12]
 
     def stateless(self, items: list[Item], now: float, sends: list[Send]) -> None:
         for _msg, (_ev, ob) in items:
             self.stats.standalone += 1
-            self._emit(standalone_obs(ob._replace(arrival=now)), sends)
+            self._emit(standalone_obs(obs_of((*ob[:-1], now))), sends)
 
     def new_state(self, key: bytes, partition: int) -> dict[str, Any]:
         return new_state(key.decode("utf-8", "replace"), partition)

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from processors import aggregate
 from processors.aggregate import Obs, SEvent
+from schemas.codec import dumps
 from schemas.funnel import KEY_FIELDS, FunnelCounts, FunnelKey, hour_of, merge_rows
 from schemas.records import FunnelDelta, decode_delta, encode
 from schemas.urls import canonical_url, owner_domain
@@ -279,6 +280,46 @@ def test_split_retrievals_by_url_merged_by_content_id() -> None:
         "uncorroborated",
     ]
     assert aggregate.retrieval_status([lone], False) == "standalone"
+
+
+def test_split_retrievals_of_two_observations_is_the_general_split() -> None:
+    """The two-observation fast path answers what the union-find does, for every pairing of
+    URL (equal, different, absent) and content_id (equal, different, absent, empty)."""
+    urls = [URL_A, URL_B, None]
+    cids = ["wc:1", "wc:2", None, ""]
+    pairs = 0
+    for ua in urls:
+        for ub in urls:
+            for ca in cids:
+                for cb in cids:
+                    a, b = obs(1, "agent", ua, ca), obs(2, "edge", ub, cb)
+                    fast = aggregate.split_retrievals([a, b])
+                    assert fast == aggregate._split([a, b]), (ua, ub, ca, cb)
+                    pairs += 1
+    assert pairs == 144
+    same = aggregate.split_retrievals([obs(1, "agent", URL_A), obs(2, "edge", URL_A)])
+    assert (
+        len(same) == 1
+        and len(aggregate.split_retrievals([obs(1, "agent", URL_A), obs(2, "edge", URL_B)])) == 2
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=aggregate._MIN_US, max_value=aggregate._MAX_US))
+def test_us_text_is_how_dumps_writes_the_datetime(value: int) -> None:
+    assert aggregate.us_text(value) == dumps(aggregate.from_us(value))[1:-1].decode()
+
+
+def test_us_text_edges() -> None:
+    for value in (aggregate._MIN_US, aggregate._MAX_US, 0, 1, -1, 59_999_999, 60_000_000, us(0)):
+        assert aggregate.us_text(value) == dumps(aggregate.from_us(value))[1:-1].decode()
+    assert aggregate.us_text(us(0) + 1) == "2026-01-15T10:30:00.000001Z"
+
+
+def test_obs_of_is_the_named_tuple_of_the_values() -> None:
+    values = ["e1", "agent", "em", us(0), URL_A, None, "s1", "a1", None, "example.com", URL_A, 1.5]
+    ob = aggregate.obs_of(values)
+    assert type(ob) is Obs and ob == Obs(*values) and ob.ts == us(0) and ob.arrival == 1.5
 
 
 def test_retrieval_contributions_in_each_observations_own_row() -> None:
