@@ -328,9 +328,11 @@ class Profiler:
                 "record",
                 "--pid",
                 str(pid),
-                "--rate",
-                "50",
-                "--nonblocking",
+                *(
+                    ["--rate", "100", "--native"]
+                    if os.environ.get("CTPIPE_BENCH_PYSPY_NATIVE")
+                    else ["--rate", "50", "--nonblocking"]
+                ),
                 "--format",
                 "raw",
                 "-o",

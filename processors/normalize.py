@@ -57,6 +57,7 @@ from processors.source import BatchSource
 from schemas import dlq
 from schemas.canonical import CanonicalEvent, EventType
 from schemas.codec import dumps
+from schemas.framing import partition_for
 from schemas.normalize import ingest
 from schemas.owners import OwnerRegistry
 from schemas.records import (
@@ -67,7 +68,6 @@ from schemas.records import (
     encode_observation,
     pack,
 )
-from schemas.topics import partition_for
 
 STAGE = "normalize"
 EMITTER_HEADER = "ctpipe-emitter"

@@ -48,6 +48,7 @@ MODULES = (
     "schemas/urls.py",
     "schemas/validate.py",
     "processors/aggregate.py",
+    "processors/batch.py",
     "processors/correlate.py",
     "processors/deadlines.py",
     "processors/normalize.py",

@@ -6,11 +6,23 @@ native build (``schemas._native``) compiles it: it runs for every record a worke
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from schemas.codec import dumps, loads
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` on the topics whose messages pack records of many keys (EVENTS,
+    RETRIEVALS): the message's partition, so every key's records always meet on one partition.
+    CRC-32 (C, ~30x faster than Kafka's pure-Python murmur2 in aiokafka, which cost the worker
+    2.6 % of its CPU); ``processors.normalize`` is these topics' only writer, so it need not
+    match a client's default partitioner. Here (compiled), not in ``schemas.topics``: it runs
+    for every record normalize writes; ``schemas.topics`` re-exports it."""
+    return zlib.crc32(key) % partitions
+
 
 #: Packed messages stay below this (Kafka's default message limit is 1 MiB).
 PACK_MAX_BYTES = 512 * 1024

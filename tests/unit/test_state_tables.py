@@ -132,10 +132,14 @@ def test_a_drain_closes_what_the_table_holds_open_also_keys_the_index_lost(
         monkeypatch.setattr(app_module, "AUDIT_ROUND", float("inf"))
         assert asyncio.run(stage.close_due(200.0)) == 0  # not due, not draining: nothing
         assert closed == [] and stage.index_misses == 0
+        decoded: list[str] = []  # the states the drain read: only the one the index lost
+        deadline = stage.deadline
+        monkeypatch.setattr(stage, "deadline", lambda state: decoded.append(state["k"]) or deadline(state))
         stage.request_drain()
         assert asyncio.run(stage.close_due(200.0)) == 2
         assert sorted(closed) == [(b"s1", 0), (b"s2", 1)]
         assert stage.index_misses == 1 and stage.cpu_stats()["index_misses"] == 1
+        assert decoded == ["s2"]
         stage.request_drain()  # the index is whole again: a second drain misses nothing
         closed.clear()
         assert asyncio.run(stage.close_due(200.0)) == 2 and stage.index_misses == 1
