@@ -299,6 +299,9 @@ class NormalizeStats:
     retrievals: int = 0
     owners_resolved: int = 0  # events attributed by content_id prefix (CT 0.1 section 7.3)
     cpu_s: float = 0.0  # the event loop thread's CPU seconds in this stage's batches
+    #: the process's CPU seconds (every thread, ``time.process_time``) when the first batch
+    #: began: what start-up cost (imports, joining groups, opening stores), for benchmarks
+    process_cpu_at_first_s: float | None = None
 
 
 def register(
@@ -329,6 +332,8 @@ def register(
     health = health if health is not None else Health()
 
     async def handle(msgs: list[Any]) -> None:
+        if st.process_cpu_at_first_s is None:
+            st.process_cpu_at_first_s = time.process_time()
         cpu = time.thread_time()
         try:
             await _handle(msgs)
