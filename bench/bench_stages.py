@@ -168,6 +168,8 @@ def one_round(bootstrap: str, tmp: Path, raw: list[Any], owners: Any, batch: int
 
     async def run() -> None:
         now = time.time()
+        for stage in (sess, corr):  # the first tick after the assignment (the worker's too):
+            await stage.close_due(now)  # the index is built from the (empty) table
         for stage, msgs in ((sess, by_topic[topics.events.name]), (corr, by_topic[topics.retrievals.name])):
             for start in range(0, len(msgs), batch):
                 t = time.thread_time()

@@ -515,13 +515,14 @@ def wire_deltas(new: PlainRows, emitted: Iterable[Sequence[Any]], scope: str) ->
     """``diff(new, rows_from_json(emitted))`` sorted by row key, each as (contribution id, JSON)
     of ``FunnelDelta.build(key, counts, scope=scope)``: the correction a revision emits."""
     if not emitted:  # a first revision: nothing to take back (most closes)
-        return [
-            _wire_delta(
-                key, {m: n for m, n in got[0].items() if n}, {c: n for c, n in got[1].items() if n}, scope
-            )
-            for key, got in sorted(new.items())
-            if any(got[0].values()) or any(got[1].values())
-        ]
+        first: list[tuple[bytes, bytes]] = []
+        for key in sorted(new):  # (explicit loops: generator expressions are slow when compiled)
+            row = new[key]
+            measures = {m: n for m, n in row[0].items() if n}
+            values = {c: n for c, n in row[1].items() if n}
+            if measures or values:
+                first.append(_wire_delta(key, measures, values, scope))
+        return first
     old: PlainRows = {(e[0] // 3600, e[1], e[2], e[3], e[4], e[5]): (e[6], e[7]) for e in emitted}
     out: list[tuple[bytes, bytes]] = []
     for key in sorted(new.keys() | old.keys()):

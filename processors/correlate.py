@@ -110,7 +110,12 @@ def deadline(state: dict[str, Any], cfg: CorrelateConfig) -> float | None:
 
 def retrieval_id(cti: str | None, group: Sequence[Obs]) -> str:
     """Stable id of one retrieval: its Content-Telemetry-ID + the group's smallest identity."""
-    first = min((o.canonical_url or o.content_id or "" for o in group), default="")
+    first: str | None = None
+    for o in group:  # the smallest identity (explicit loop: a generator is slow when compiled)
+        ident = o.canonical_url or o.content_id or ""
+        if first is None or ident < first:
+            first = ident
+    first = first or ""
     material = f"{cti}\x1f{first}" if cti else f"\x1f{group[0].id}"
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
@@ -156,8 +161,13 @@ def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, 
     """(key, CorrelatedRetrieval JSON) of one retrieval; keyed by its Content-Telemetry-ID,
     else by its first observation's event id. One pass over the observations (a close's
     largest cost): each "first ... seen" field is the first truthy value in time order."""
-    ordered = group if len(group) == 1 else sorted(group, key=_ts_id)
-    us_text = aggregate.us_text
+    if len(group) == 1:
+        ordered = group
+    elif len(group) == 2:  # most retrievals: one comparison, no key function calls
+        a, b = group
+        ordered = [b, a] if (b.ts, b.id) < (a.ts, a.id) else group
+    else:
+        ordered = sorted(group, key=_ts_id)
     canonical_url = content_id = owner_domain = None
     observations = []
     for o in ordered:
@@ -169,7 +179,7 @@ def _record(cti: str | None, status: str, group: Sequence[Obs]) -> tuple[bytes, 
                 "event_id": o.id,
                 "source_role": o.source_role,
                 "emitter": o.emitter,
-                "timestamp": us_text(o.ts),
+                "timestamp": aggregate.us_text(o.ts),  # a direct (native) call
                 "content_url": o.content_url,
                 "canonical_url": o.canonical_url,
                 "content_id": o.content_id,

@@ -252,8 +252,7 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> dict[str, Any]:
     """
     wire_type = ev["type"]
     etype = WIRE_TYPES[wire_type]
-    get = ev.get
-    emitter_id = get("id")
+    emitter_id = ev.get("id")
     if type(emitter_id) is str:
         w: dict[str, Any] = {"event_id": emitter_id.lower(), "emitter_event_id": emitter_id, "seq": seq}
     else:
@@ -265,13 +264,13 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> dict[str, Any]:
         w.update(ctx.head)  # session_id, ctx_token, agent_id, content_scope (those not None)
     w["event_type"] = etype
     w["timestamp"] = parse_datetime(ev["timestamp"])
-    v = get("source_role")
+    v = ev.get("source_role")
     if type(v) is str:
         w["source_role"] = v
-    v = get("content_telemetry_id")
+    v = ev.get("content_telemetry_id")
     if type(v) is str:
         w["content_telemetry_id"] = v.lower()
-    url = get("content_url")
+    url = ev.get("content_url")
     if type(url) is str and url:
         w["content_url"] = url
         v = canonical_url(url)
@@ -283,15 +282,15 @@ def _event(ev: dict[str, Any], seq: int, ctx: _Ctx) -> dict[str, Any]:
     elif type(url) is str:  # "" is kept as sent (not None), derives nothing
         w["content_url"] = url
     for name, lower in _STRING_FIELDS:
-        v = get(name)
+        v = ev.get(name)
         if type(v) is str:
             w[name] = v.lower() if lower else v
-    turn = get("turn")
+    turn = ev.get("turn")
     if type(turn) is dict:
         v = turn.get("privacy_level")
         if type(v) is str:
             w["privacy_level"] = v
-    data = get("data")
+    data = ev.get("data")
     lifted: dict[str, Any] = {}
     rest: dict[str, Any] | None = None
     if type(data) is dict and data:
