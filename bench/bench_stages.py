@@ -83,35 +83,18 @@ def one_round(bootstrap: str, tmp: Path, raw: list[Any], owners: Any, batch: int
     from faust.types import TP
 
     from deploy.kafka.topics import delete_topics, ensure_topics
-    from processors.app import create_app
-    from processors.correlate import CorrelateConfig, Correlator
     from processors.normalize import normalize_message, route_outputs
-    from processors.sessionize import SessionizeConfig, Sessionizer
-    from processors.worker import WorkerTopics
+    from processors.worker import WorkerConfig, WorkerTopics, build_worker, parts
     from schemas.topics import ALL
 
     ns = f"bstage{uuid.uuid4().hex[:6]}"
     topics = WorkerTopics.for_namespace(ns)
     ensure_topics(bootstrap, [tp.namespaced(ns) for tp in ALL])
-    app = create_app(f"bench-{ns}", bootstrap, tmp / ns, store="rocksdb://")
-    sess = Sessionizer(
-        app,
-        events_topic=topics.events.name,
-        funnel_topic=topics.funnel.name,
-        sessions_topic=topics.sessions.name,
-        dlq_topic=topics.dlq.name,
-        config=SessionizeConfig(),
-        partitions=topics.events.partitions,
-    )
-    corr = Correlator(
-        app,
-        retrievals_topic=topics.retrievals.name,
-        funnel_topic=topics.funnel.name,
-        correlated_topic=topics.correlated.name,
-        dlq_topic=topics.dlq.name,
-        config=CorrelateConfig(),
-        partitions=topics.retrievals.partitions,
-    )
+    # the worker's own app: its stage configs, batch sizes and shared RocksDB memory budget
+    # (never started: no consumer runs, the stages are driven below)
+    app = build_worker(f"bench-{ns}", bootstrap, tmp / ns, ns, WorkerConfig())
+    sess, corr = parts(app).sessionizer, parts(app).correlator
+    assert sess is not None and corr is not None
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for name, n in (
         (sess.table.changelog_topic_name, topics.events.partitions),
