@@ -53,9 +53,9 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-#: the epoch-microsecond range of datetime (years 1 to 9999)
-_MIN_US = -62_135_596_800_000_000
-_MAX_US = 253_402_300_799_999_999
+#: the epoch-microsecond range of datetime (years 1 to 9999): what can turn back into one
+MIN_US = ts_us(datetime.min.replace(tzinfo=UTC))
+MAX_US = ts_us(datetime.max.replace(tzinfo=UTC))
 _minute_text: dict[int, str] = {}
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -294,9 +293,6 @@ class CorrelateStats:
 _RECORD_LEN = len(OBSERVATION_FIELDS) + 1
 #: positions in an observation record of the fields that must be text (or null)
 _RECORD_TEXT = tuple(i + 1 for i, f in enumerate(OBSERVATION_FIELDS) if f not in ("event_id", "ts_us"))
-#: the timestamps a close can turn back into datetimes (year 1 to 9999)
-_MIN_US = aggregate.ts_us(datetime.min.replace(tzinfo=UTC))
-_MAX_US = aggregate.ts_us(datetime.max.replace(tzinfo=UTC))
 #: (index, name) of the Obs fields that must be text (or absent): a close orders, compares and
 #: keys by them (event_id is checked before; ts and arrival are numbers)
 _TEXT_FIELDS = tuple((i, f) for i, f in enumerate(Obs._fields) if f not in ("id", "ts", "arrival"))
@@ -395,7 +391,7 @@ class Correlator(StateStage):
         if type(rec[1]) is not str:
             return "event_id is not a string"
         ts = rec[4]
-        if type(ts) is not int or not _MIN_US <= ts <= _MAX_US:
+        if type(ts) is not int or not aggregate.MIN_US <= ts <= aggregate.MAX_US:
             return "ts_us is not an integer timestamp"
         for i in _RECORD_TEXT:
             value = rec[i]

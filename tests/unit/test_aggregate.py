@@ -305,13 +305,13 @@ def test_split_retrievals_of_two_observations_is_the_general_split() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=aggregate._MIN_US, max_value=aggregate._MAX_US))
+@given(st.integers(min_value=aggregate.MIN_US, max_value=aggregate.MAX_US))
 def test_us_text_is_how_dumps_writes_the_datetime(value: int) -> None:
     assert aggregate.us_text(value) == dumps(aggregate.from_us(value))[1:-1].decode()
 
 
 def test_us_text_edges() -> None:
-    for value in (aggregate._MIN_US, aggregate._MAX_US, 0, 1, -1, 59_999_999, 60_000_000, us(0)):
+    for value in (aggregate.MIN_US, aggregate.MAX_US, 0, 1, -1, 59_999_999, 60_000_000, us(0)):
         assert aggregate.us_text(value) == dumps(aggregate.from_us(value))[1:-1].decode()
     assert aggregate.us_text(us(0) + 1) == "2026-01-15T10:30:00.000001Z"
 
