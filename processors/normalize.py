@@ -64,7 +64,6 @@ from schemas.records import (
     EVENTS_SESSIONLESS_PREFIX,
     decode_events_envelope,
     encode_event,
-    encode_header,
     encode_observation,
     pack,
 )
@@ -268,11 +267,11 @@ def normalize_message(
         # the hot path never builds the models
         encoded = [dumps(w) for w in wire]
     out = Normalized(event_count=len(wire), owners_resolved=resolved)
-    session = result.session
-    session_key = (session.session_id or session.ctx_token) if session is not None else None
+    hw = result.session_wire  # the header as its wire dict: encode_header(result.session) bytes
+    session_key: str | None = (hw.get("session_id") or hw.get("ctx_token")) if hw is not None else None
     if session_key:
         skey = session_key.encode()
-        head = encode_header(session) if session is not None else None
+        head = dumps(hw) if hw is not None else None
         out.events.extend((skey, env) for env in _envelopes(session_key, head, encoded))
     else:
         for w, enc in zip(wire, encoded, strict=True):

@@ -89,7 +89,10 @@ class IngestResult:
     #: ``schemas.codec.dumps(wire[i]) == schemas.records.encode_event(events[i])``; the values
     #: are the model's (datetimes, enums), so the models are built from it when first asked for
     wire: list[dict[str, Any]] = field(default_factory=list)
-    session: SessionHeader | None = None
+    #: the session header's JSON object without default fields, in the model's field order
+    #: (``schemas.codec.dumps(session_wire) == schemas.records.encode_header(session)``), or None
+    #: when the document has no session key; ``session`` builds the model from it when asked for
+    session_wire: dict[str, Any] | None = None
     errors: list[Violation] = field(default_factory=list)  # why it was rejected
     stripped: list[Violation] = field(default_factory=list)  # what was removed on acceptance
     # The decoded document as accepted, privacy-violating turn fields already removed: what a
@@ -97,6 +100,7 @@ class IngestResult:
     document: Any = None
 
     _events: list[CanonicalEvent] | None = field(default=None, repr=False)
+    _session: SessionHeader | None = field(default=None, repr=False)
 
     # init=False + this __init__: the native build compiles it (a generated one stays Python)
     def __init__(
@@ -105,18 +109,19 @@ class IngestResult:
         kind: DocKind,
         version: str | None,
         wire: list[dict[str, Any]] | None = None,
-        session: SessionHeader | None = None,
+        session_wire: dict[str, Any] | None = None,
         errors: list[Violation] | None = None,
         stripped: list[Violation] | None = None,
         document: Any = None,
     ) -> None:
         self.accepted, self.kind, self.version = accepted, kind, version
         self.wire = wire if wire is not None else []
-        self.session = session
+        self.session_wire = session_wire
         self.errors = errors if errors is not None else []
         self.stripped = stripped if stripped is not None else []
         self.document = document
         self._events = None
+        self._session = None
 
     @property
     def events(self) -> list[CanonicalEvent]:
@@ -124,6 +129,14 @@ class IngestResult:
         if self._events is None:
             self._events = [_model(w) for w in self.wire]
         return self._events
+
+    @property
+    def session(self) -> SessionHeader | None:
+        """The session header as a model (validated from ``session_wire`` on first use: the
+        worker's hot path needs only the wire dict), or None."""
+        if self._session is None and self.session_wire is not None:
+            self._session = SessionHeader.model_validate(self.session_wire)
+        return self._session
 
     @property
     def reason(self) -> str:
@@ -355,51 +368,78 @@ _SESSION_FIELDS = frozenset(
 )
 
 
-def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) -> SessionHeader:
+def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) -> dict[str, Any]:
+    """The document's ``SessionHeader`` as its wire dict: the fields whose value differs from the
+    model's default, in the model's field order (``IngestResult.session_wire``). Every value is
+    of its field's type by construction (``_str``, ``_ts``, tuples of str, ``_json``); tests hold
+    ``SessionHeader.model_validate`` of it equal to the model built with validation."""
     initiator = doc.get("initiator")
     initiator = initiator if type(initiator) is dict else {}
     user = doc.get("user_context")
     user = user if type(user) is dict else {}
     outcome = doc.get("outcome")
     outcome = outcome if type(outcome) is dict else {}
-    extra = {k: v for k, v in doc.items() if k not in _SESSION_FIELDS}
     value = outcome.get("value_amount")
-    return SessionHeader(
-        session_id=ctx.session_id,
-        ctx_token=ctx.ctx_token,
-        complete=complete,
-        agent_id=ctx.agent_id,
-        content_scope=ctx.content_scope,
-        manifest_ref=_str(doc.get("manifest_ref")),
-        conformance_level=_str(doc.get("conformance_level")),
-        started_at=_ts(doc.get("started_at")),
-        ended_at=_ts(doc.get("ended_at")),
-        initiator_type=_str(doc.get("initiator_type")),
-        initiator_agent_id=_str(initiator.get("agent_id")),
-        initiator_operator_id=_str(initiator.get("operator_id")),
-        initiator_manifest_ref=_str(initiator.get("manifest_ref")),
-        prior_session_ids=tuple(s.lower() for s in doc.get("prior_session_ids") or () if type(s) is str),
-        external_session_id=_str(doc.get("external_session_id")),
-        user_external_id=_str(user.get("external_id")),
-        user_segments=tuple(s for s in user.get("segments") or () if type(s) is str),
-        user_attributes_json=_json(user["attributes"])
-        if type(user.get("attributes")) is dict
-        else _EMPTY_JSON,
-        outcome_type=_str(outcome.get("type")),
-        # OA 0.4 section 3.7: integers in the currency's minor unit; the schema defaults are 0/USD.
-        outcome_value_minor=int(value) if value is not None else (0 if outcome else None),
-        outcome_currency=_str(outcome.get("currency")) or ("USD" if outcome else None),
-        outcome_products=tuple(p.lower() for p in outcome.get("products") or () if type(p) is str),
-        outcome_metadata_json=_json(outcome["metadata"])
-        if type(outcome.get("metadata")) is dict
-        else _EMPTY_JSON,
-        event_count=event_count,
-        extra_json=_json(extra) if extra else _EMPTY_JSON,
-        source_format=ctx.fmt,
-        source_version=ctx.version,
-        source_kind=ctx.kind,
-        emitter=ctx.emitter,
+    # OA 0.4 section 3.7: integers in the currency's minor unit; the schema defaults are 0/USD.
+    value_minor: int | None = None
+    if value is not None:
+        if type(value) is not int and not (type(value) is float and value.is_integer()):
+            raise ValueError(f"outcome.value_amount is not an integer: {value!r}")
+        value_minor = int(value)
+    elif outcome:
+        value_minor = 0
+    attributes = user.get("attributes")
+    metadata = outcome.get("metadata")
+    extra = {k: v for k, v in doc.items() if k not in _SESSION_FIELDS}
+    fields: tuple[tuple[str, Any], ...] = (
+        ("session_id", ctx.session_id),
+        ("ctx_token", ctx.ctx_token),
+        ("complete", complete),  # required: always present
+        ("agent_id", ctx.agent_id),
+        ("content_scope", ctx.content_scope),
+        ("manifest_ref", _str(doc.get("manifest_ref"))),
+        ("conformance_level", _str(doc.get("conformance_level"))),
+        ("started_at", _ts(doc.get("started_at"))),
+        ("ended_at", _ts(doc.get("ended_at"))),
+        ("initiator_type", _str(doc.get("initiator_type"))),
+        ("initiator_agent_id", _str(initiator.get("agent_id"))),
+        ("initiator_operator_id", _str(initiator.get("operator_id"))),
+        ("initiator_manifest_ref", _str(initiator.get("manifest_ref"))),
+        ("prior_session_ids", _lower_strs(doc.get("prior_session_ids"))),
+        ("external_session_id", _str(doc.get("external_session_id"))),
+        ("user_external_id", _str(user.get("external_id"))),
+        ("user_segments", _strs(user.get("segments"))),
+        ("user_attributes_json", _json(attributes) if type(attributes) is dict else None),
+        ("outcome_type", _str(outcome.get("type"))),
+        ("outcome_value_minor", value_minor),
+        ("outcome_currency", _str(outcome.get("currency")) or ("USD" if outcome else None)),
+        ("outcome_products", _lower_strs(outcome.get("products"))),
+        ("outcome_metadata_json", _json(metadata) if type(metadata) is dict else None),
+        ("event_count", event_count or None),
+        ("extra_json", _json(extra) if extra else None),
     )
+    w: dict[str, Any] = {}
+    for name, v in fields:  # None, () and "{}" are the defaults of the optional fields
+        if v is not None and v != () and v != _EMPTY_JSON:
+            w[name] = v
+    w.update(ctx.tail)  # source_format, source_version, source_kind, emitter
+    return w
+
+
+def _strs(values: Any) -> tuple[str, ...] | None:
+    """The strings of a JSON array (others skipped), or None when there are none."""
+    if type(values) is not list:
+        return None
+    out = tuple(s for s in values if type(s) is str)
+    return out or None
+
+
+def _lower_strs(values: Any) -> tuple[str, ...] | None:
+    """``_strs``, lower-cased (UUIDs)."""
+    if type(values) is not list:
+        return None
+    out = tuple(s.lower() for s in values if type(s) is str)
+    return out or None
 
 
 def _strip(verdict: Verdict) -> dict[int, list[str]]:
@@ -440,7 +480,7 @@ def _normalise(verdict: Verdict, emitter: str) -> IngestResult:
     result.wire = [_event(ev, seq, ctx) for seq, ev in enumerate(raw_events)]
     if ctx.session_id or ctx.ctx_token:
         complete = kind in (DocKind.SESSION, DocKind.OA_SESSION)
-        result.session = _header(doc, ctx, complete, len(raw_events))
+        result.session_wire = _header(doc, ctx, complete, len(raw_events))
     elif kind is DocKind.OA_SESSION_START:
         # OA 0.4 section 4.1: the server assigns the session id; a gateway must add it first.
         result.accepted = False

@@ -8,6 +8,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from schemas.canonical import SessionHeader
 from schemas.codec import dumps
 from schemas.funnel import FunnelCounts, FunnelKey
 from schemas.normalize import ingest
@@ -105,8 +106,13 @@ def test_encode_event_is_byte_identical_to_pydantic_without_defaults(doc: dict[s
         expected = event.model_dump_json(exclude_defaults=True).encode()
         assert encode_event(event) == expected
         assert dumps(wire) == expected  # the wire dict ingest builds is the same encoding
+    assert (result.session is None) == (result.session_wire is None)
     if result.session is not None:
-        assert encode_header(result.session) == result.session.model_dump_json(exclude_defaults=True).encode()
+        expected = result.session.model_dump_json(exclude_defaults=True).encode()
+        assert encode_header(result.session) == expected
+        assert dumps(result.session_wire) == expected  # the header wire dict normalize sends
+        # every wire value already has its field's type (the hot path never validates it)
+        assert SessionHeader.model_validate(result.session_wire, strict=True) == result.session
 
 
 def test_encode_event_matches_pydantic_on_the_conformance_fixtures() -> None:
@@ -119,6 +125,11 @@ def test_encode_event_matches_pydantic_on_the_conformance_fixtures() -> None:
             assert encode_event(event) == expected
             assert dumps(wire) == expected
             seen += 1
+        if result.session is not None:
+            assert (
+                dumps(result.session_wire) == result.session.model_dump_json(exclude_defaults=True).encode()
+            )
+            assert SessionHeader.model_validate(result.session_wire, strict=True) == result.session
     assert seen > 20
 
 
