@@ -63,7 +63,6 @@ from schemas.owners import OwnerRegistry
 from schemas.records import (
     EVENTS_SESSIONLESS_PREFIX,
     decode_events_envelope,
-    encode_event,
     encode_observation,
     pack,
 )
@@ -200,20 +199,45 @@ def _envelopes(session_key: str, header_json: bytes | None, encoded: Sequence[by
     return out
 
 
-def resolve_owners(events: list[CanonicalEvent], owners: OwnerRegistry) -> tuple[list[CanonicalEvent], int]:
+#: the CanonicalEvent fields (its wire dicts' key order), and those that come before owner_domain
+_EVENT_ORDER = tuple(CanonicalEvent.model_fields)
+_BEFORE_OWNER = frozenset(_EVENT_ORDER[: _EVENT_ORDER.index("owner_domain")])
+
+
+def resolve_wire_owners(
+    wire: list[dict[str, Any]], owners: OwnerRegistry
+) -> tuple[list[dict[str, Any]], int]:
     """CT 0.1 section 7.3 secondary path: an event with a content_id and no URL-derived owner
-    takes its registered content_id prefix's owner. Returns (events, how many got an owner);
-    ``events`` itself when none changed."""
-    out = events
+    takes the owner of its longest registered content_id prefix. On the events' wire dicts
+    (``IngestResult.wire``), without building their models: a resolved event's dict is a new
+    one with ``owner_domain`` at its place in the model's field order, so ``dumps`` of it is
+    still ``encode_event`` of the resolved model.
+    Returns (wire dicts, how many got an owner); ``wire`` itself when none changed."""
+    out = wire
     resolved = 0
-    for i, ev in enumerate(events):
-        if not ev.owner_domain and ev.content_id:
-            domain = owners.resolve(ev.content_id)
-            if domain is not None:
-                if not resolved:
-                    out = list(events)
-                out[i] = ev.model_copy(update={"owner_domain": domain})
-                resolved += 1
+    for i, w in enumerate(wire):
+        if w.get("owner_domain"):
+            continue
+        content_id = w.get("content_id")
+        if not content_id:
+            continue
+        domain = owners.resolve(content_id)
+        if domain is None:
+            continue
+        if not resolved:
+            out = list(wire)
+        new: dict[str, Any] = {}
+        placed = False
+        for k, v in w.items():
+            if not placed and k not in _BEFORE_OWNER:
+                new["owner_domain"] = domain
+                placed = True
+            if k != "owner_domain":
+                new[k] = v
+        if not placed:
+            new["owner_domain"] = domain
+        out[i] = new
+        resolved += 1
     return out, resolved
 
 
@@ -250,22 +274,11 @@ def normalize_message(
         return Normalized(dead_letter=dlq.encode(letter), reason=reason)
     wire = result.wire
     resolved = 0
-    encoded: list[bytes] | None = None
-    if owners and any(not w.get("owner_domain") and w.get("content_id") for w in wire):
-        events, resolved = resolve_owners(result.events, owners)
-        if resolved:  # changed events are encoded from their new model (their wire dict is stale)
-            encoded = [
-                dumps(w) if new is old else encode_event(new)
-                for w, new, old in zip(wire, events, result.events, strict=True)
-            ]
-            wire = [
-                w if new is old else {**w, "owner_domain": new.owner_domain}
-                for w, new, old in zip(wire, events, result.events, strict=True)
-            ]
-    if encoded is None:
-        # encode_event(model) from the wire dicts ingest built (the same bytes, schemas.normalize):
-        # the hot path never builds the models
-        encoded = [dumps(w) for w in wire]
+    if owners is not None and owners.prefixes:
+        wire, resolved = resolve_wire_owners(wire, owners)
+    # encode_event(model) from the wire dicts ingest built (the same bytes, schemas.normalize):
+    # the hot path never builds the models
+    encoded = [dumps(w) for w in wire]
     out = Normalized(event_count=len(wire), owners_resolved=resolved)
     hw = result.session_wire  # the header as its wire dict: encode_header(result.session) bytes
     session_key: str | None = (hw.get("session_id") or hw.get("ctx_token")) if hw is not None else None

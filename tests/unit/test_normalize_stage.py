@@ -10,8 +10,10 @@ from processors.aggregate import ts_us
 from processors.normalize import Breaker, BreakerTripped, normalize_message
 from schemas import dlq
 from schemas.codec import dumps, loads
+from schemas.normalize import ingest
 from schemas.owners import OwnerRegistry
-from schemas.records import observation_fields
+from schemas.records import encode_event, observation_fields
+from tests.unit.schemas.strategies import ct_document, oa_session
 
 SID = "550e8400-e29b-41d4-a716-446655440000"
 CTI = "770e8400-e29b-41d4-a716-446655440300"
@@ -269,3 +271,27 @@ def test_registry_applies_to_sessionless_events_and_keeps_url_owners() -> None:
 def test_arbitrary_bytes_never_raise_with_a_registry(raw: bytes) -> None:
     out = normalize_message(raw, owners=OWNERS)
     assert (out.dead_letter is None) or (out.events == [] and out.retrievals == [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(ct_document(), oa_session()), st.integers(1, 6))
+def test_wire_owner_resolution_encodes_as_the_resolved_models(doc: dict[str, object], cut: int) -> None:
+    """``resolve_wire_owners`` (wire dicts) == the models' own resolution (``model_copy`` with
+    the owner, encoded): the same events resolved, byte for byte the same JSON."""
+    result = ingest(dumps(doc), emitter="sdk:test")
+    ids = sorted({w["content_id"] for w in result.wire if w.get("content_id")})
+    # a registry over prefixes of the document's own content ids (so some resolve, some do not)
+    prefixes: dict[str, str] = {}
+    for i, cid in enumerate(ids[::2]):
+        if cid[:cut].strip():
+            prefixes.setdefault(cid[:cut], f"owner{i}.com")
+    registry = OwnerRegistry.from_owners([(d, [p]) for p, d in prefixes.items()])
+    wire, resolved = normalize.resolve_wire_owners(result.wire, registry)
+    expected, n = [], 0
+    for ev in result.events:
+        domain = registry.resolve(ev.content_id) if ev.content_id and not ev.owner_domain else None
+        n += domain is not None
+        expected.append(encode_event(ev.model_copy(update={"owner_domain": domain}) if domain else ev))
+    assert resolved == n
+    assert [dumps(w) for w in wire] == expected
+    assert (wire is result.wire) == (n == 0)
