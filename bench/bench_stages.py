@@ -7,11 +7,15 @@ What it runs, in this process (no broker round trip for the input):
 1. a simulated workload (``ctpipe generate``: every delivery format + CDN / origin logs) is
    published to RAW on a real broker (a local one is started unless ``--bootstrap``) and read
    back, so the documents are the worker's RAW messages byte for byte;
-2. normalize: ``normalize_message`` per RAW message + ``route_outputs`` per batch (packed EVENTS
-   and RETRIEVALS messages, as the worker writes them);
-3. sessionize and correlate: the real ``StateStage.process`` over those messages in batches of
-   2,000 (RocksDB ``ChangelogStore``, changelog writes and outputs produced to the broker), then
-   a drain closes every session and group (``close_due``), then the producer is flushed.
+2. normalize: ``normalize_message`` per RAW message + ``route_outputs`` every
+   ``processors.normalize.PART_EVENTS`` events of a batch (packed EVENTS and RETRIEVALS
+   messages, as the worker's normalize writes them);
+3. sessionize and correlate: the real ``StateStage._process_reliably`` (``process`` in parts of
+   ``processors.app.PART_BYTES`` of input, as the agent runs it) over those messages in batches
+   of 2,000 (RocksDB ``ChangelogStore``, changelog writes and outputs produced to the broker),
+   then a drain closes every session and group (``close_due``, ``CLOSE_PART`` keys per flush),
+   then the producer is flushed. ``--part-bytes`` / ``--close-part`` / ``--part-events`` set
+   those three sizes for an experiment.
 
 Reported: the thread CPU seconds of each part and canonical events per CPU second of all of them
 (the worker's event-loop work; Faust's fetching and librdkafka's threads are not in it, the
@@ -83,6 +87,7 @@ def one_round(bootstrap: str, tmp: Path, raw: list[Any], owners: Any, batch: int
     from faust.types import TP
 
     from deploy.kafka.topics import delete_topics, ensure_topics
+    from processors import normalize as normalize_mod
     from processors.normalize import normalize_message, route_outputs
     from processors.worker import WorkerConfig, WorkerTopics, build_worker, parts
     from schemas.topics import ALL
@@ -115,8 +120,24 @@ def one_round(bootstrap: str, tmp: Path, raw: list[Any], owners: Any, batch: int
 
     events = 0
     wire: list[tuple[str, int, bytes]] = []
+
+    def route(outs: list[Any]) -> None:
+        wire.extend(
+            timed(
+                "route",
+                lambda: route_outputs(
+                    outs,
+                    topics.events.name,
+                    topics.events.partitions,
+                    topics.retrievals.name,
+                    topics.retrievals.partitions,
+                ),
+            )
+        )
+
     for start in range(0, len(raw), batch):
-        outs = []
+        outs: list[Any] = []
+        part = 0  # events in ``outs``: routed every PART_EVENTS, as the worker's normalize does
         for m in raw[start : start + batch]:
             t = time.thread_time()
             out = normalize_message(
@@ -130,19 +151,13 @@ def one_round(bootstrap: str, tmp: Path, raw: list[Any], owners: Any, batch: int
             )
             res["normalize"] = res.get("normalize", 0.0) + time.thread_time() - t
             events += out.event_count
+            part += out.event_count
             outs.append(out)
-        wire.extend(
-            timed(
-                "route",
-                lambda o=outs: route_outputs(
-                    o,
-                    topics.events.name,
-                    topics.events.partitions,
-                    topics.retrievals.name,
-                    topics.retrievals.partitions,
-                ),
-            )
-        )
+            if part >= normalize_mod.PART_EVENTS:
+                route(outs)
+                outs, part = [], 0
+        if outs:
+            route(outs)
     offsets: dict[tuple[str, int], int] = {}
     by_topic: dict[str, list[Msg]] = {topics.events.name: [], topics.retrievals.name: []}
     for topic, partition, value in wire:
@@ -156,7 +171,7 @@ def one_round(bootstrap: str, tmp: Path, raw: list[Any], owners: Any, batch: int
         for stage, msgs in ((sess, by_topic[topics.events.name]), (corr, by_topic[topics.retrievals.name])):
             for start in range(0, len(msgs), batch):
                 t = time.thread_time()
-                await stage.process(msgs[start : start + batch], now)
+                await stage._process_reliably(msgs[start : start + batch])  # in parts, as the agent
                 res[f"{stage.name}.process"] = res.get(f"{stage.name}.process", 0.0) + time.thread_time() - t
         for stage in (sess, corr):
             stage.request_drain()
@@ -186,7 +201,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--bootstrap", default="")
+    ap.add_argument("--part-bytes", type=int, default=0, help="processors.app.PART_BYTES (0: as is)")
+    ap.add_argument("--close-part", type=int, default=0, help="processors.app.CLOSE_PART (0: as is)")
+    ap.add_argument("--part-events", type=int, default=0, help="processors.normalize.PART_EVENTS (0: as is)")
     a = ap.parse_args()
+    import processors.app
+    import processors.normalize
+
+    if a.part_bytes:
+        processors.app.PART_BYTES = a.part_bytes
+    if a.close_part:
+        processors.app.CLOSE_PART = a.close_part
+    if a.part_events:
+        processors.normalize.PART_EVENTS = a.part_events
 
     from ctpipe.demo import publish_workload
     from ctpipe.settings import Settings
