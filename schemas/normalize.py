@@ -75,7 +75,6 @@ FUNNEL_FIELDS: tuple[tuple[str, type], ...] = (
 )
 _FUNNEL_NAMES = frozenset(n for n, _ in FUNNEL_FIELDS)
 _INT64_MAX = 2**63 - 1
-_EMPTY_JSON = "{}"
 
 
 @dataclass(slots=True, init=False)
@@ -409,18 +408,18 @@ def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) ->
         ("external_session_id", _str(doc.get("external_session_id"))),
         ("user_external_id", _str(user.get("external_id"))),
         ("user_segments", _strs(user.get("segments"))),
-        ("user_attributes_json", _json(attributes) if type(attributes) is dict else None),
+        ("user_attributes_json", _json(attributes) if type(attributes) is dict and attributes else None),
         ("outcome_type", _str(outcome.get("type"))),
         ("outcome_value_minor", value_minor),
         ("outcome_currency", _str(outcome.get("currency")) or ("USD" if outcome else None)),
         ("outcome_products", _lower_strs(outcome.get("products"))),
-        ("outcome_metadata_json", _json(metadata) if type(metadata) is dict else None),
+        ("outcome_metadata_json", _json(metadata) if type(metadata) is dict and metadata else None),
         ("event_count", event_count or None),
         ("extra_json", _json(extra) if extra else None),
     )
     w: dict[str, Any] = {}
-    for name, v in fields:  # None, () and "{}" are the defaults of the optional fields
-        if v is not None and v != () and v != _EMPTY_JSON:
+    for name, v in fields:  # None stands for the field's default (None, () or "{}"), left out
+        if v is not None:
             w[name] = v
     w.update(ctx.tail)  # source_format, source_version, source_kind, emitter
     return w

@@ -144,3 +144,32 @@ def test_construct_equals_model_construct() -> None:
         assert encode(built) == _pydantic(built)
     partial = construct(Observation, event_id="e1")  # a field missing: model_construct's defaults
     assert partial == Observation.model_construct(event_id="e1")
+
+
+def test_session_header_keeps_values_that_look_like_defaults() -> None:
+    """A string field sent as "{}" or "" is a value, not the default (None): kept in the header
+    wire dict and the model; empty objects and arrays are the defaults and are left out."""
+    oa = {
+        "schema_version": "0.4",
+        "session_id": "550e8400-e29b-41d4-a716-446655440000",
+        "started_at": "2026-01-15T10:30:00Z",
+        "manifest_ref": "{}",
+        "external_session_id": "",
+        "prior_session_ids": [],
+        "user_context": {"external_id": "{}", "segments": [], "attributes": {}},
+        "outcome": {"type": "browse", "value_amount": 0, "currency": "EUR", "metadata": {}, "products": []},
+        "events": [],
+    }
+    result = ingest(orjson.dumps(oa), emitter="sdk:test")
+    assert result.accepted, result.errors
+    header = result.session
+    assert header is not None and result.session_wire is not None
+    assert (header.manifest_ref, header.external_session_id) == ("{}", "")
+    assert (header.user_external_id, header.outcome_type) == ("{}", "browse")
+    assert (header.outcome_value_minor, header.outcome_currency) == (0, "EUR")
+    assert header.prior_session_ids == () and header.user_segments == () and header.outcome_products == ()
+    assert header.user_attributes_json == "{}" and header.outcome_metadata_json == "{}"
+    for absent in ("prior_session_ids", "user_segments", "user_attributes_json", "outcome_metadata_json"):
+        assert absent not in result.session_wire
+    assert dumps(result.session_wire) == header.model_dump_json(exclude_defaults=True).encode()
+    assert SessionHeader.model_validate(result.session_wire, strict=True) == header
