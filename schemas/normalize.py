@@ -371,7 +371,8 @@ def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) ->
     """The document's ``SessionHeader`` as its wire dict: the fields whose value differs from the
     model's default, in the model's field order (``IngestResult.session_wire``). Every value is
     of its field's type by construction (``_str``, ``_ts``, tuples of str, ``_json``); tests hold
-    ``SessionHeader.model_validate`` of it equal to the model built with validation."""
+    it strictly valid (``model_validate(strict=True)``) and ``dumps`` of it equal to the model's
+    ``model_dump_json(exclude_defaults=True)``."""
     initiator = doc.get("initiator")
     initiator = initiator if type(initiator) is dict else {}
     user = doc.get("user_context")
