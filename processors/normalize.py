@@ -199,9 +199,8 @@ def _envelopes(session_key: str, header_json: bytes | None, encoded: Sequence[by
     return out
 
 
-#: the CanonicalEvent fields (its wire dicts' key order), and those that come before owner_domain
+#: the CanonicalEvent fields: its wire dicts' key order
 _EVENT_ORDER = tuple(CanonicalEvent.model_fields)
-_BEFORE_OWNER = frozenset(_EVENT_ORDER[: _EVENT_ORDER.index("owner_domain")])
 
 
 def resolve_wire_owners(
@@ -226,17 +225,8 @@ def resolve_wire_owners(
             continue
         if not resolved:
             out = list(wire)
-        new: dict[str, Any] = {}
-        placed = False
-        for k, v in w.items():
-            if not placed and k not in _BEFORE_OWNER:
-                new["owner_domain"] = domain
-                placed = True
-            if k != "owner_domain":
-                new[k] = v
-        if not placed:
-            new["owner_domain"] = domain
-        out[i] = new
+        given = {**w, "owner_domain": domain}
+        out[i] = {k: given[k] for k in _EVENT_ORDER if k in given}  # rare: ~1 % of documents
         resolved += 1
     return out, resolved
 

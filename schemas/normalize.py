@@ -405,7 +405,7 @@ def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) ->
         ("initiator_agent_id", _str(initiator.get("agent_id"))),
         ("initiator_operator_id", _str(initiator.get("operator_id"))),
         ("initiator_manifest_ref", _str(initiator.get("manifest_ref"))),
-        ("prior_session_ids", _lower_strs(doc.get("prior_session_ids"))),
+        ("prior_session_ids", _strs(doc.get("prior_session_ids"), lower=True)),
         ("external_session_id", _str(doc.get("external_session_id"))),
         ("user_external_id", _str(user.get("external_id"))),
         ("user_segments", _strs(user.get("segments"))),
@@ -413,7 +413,7 @@ def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) ->
         ("outcome_type", _str(outcome.get("type"))),
         ("outcome_value_minor", value_minor),
         ("outcome_currency", _str(outcome.get("currency")) or ("USD" if outcome else None)),
-        ("outcome_products", _lower_strs(outcome.get("products"))),
+        ("outcome_products", _strs(outcome.get("products"), lower=True)),
         ("outcome_metadata_json", _json(metadata) if type(metadata) is dict and metadata else None),
         ("event_count", event_count or None),
         ("extra_json", _json(extra) if extra else None),
@@ -426,19 +426,12 @@ def _header(doc: dict[str, Any], ctx: _Ctx, complete: bool, event_count: int) ->
     return w
 
 
-def _strs(values: Any) -> tuple[str, ...] | None:
-    """The strings of a JSON array (others skipped), or None when there are none."""
+def _strs(values: Any, lower: bool = False) -> tuple[str, ...] | None:
+    """The strings of a JSON array (others skipped; ``lower``: lower-cased, for UUIDs), or None
+    when there are none."""
     if type(values) is not list:
         return None
-    out = tuple(s for s in values if type(s) is str)
-    return out or None
-
-
-def _lower_strs(values: Any) -> tuple[str, ...] | None:
-    """``_strs``, lower-cased (UUIDs)."""
-    if type(values) is not list:
-        return None
-    out = tuple(s.lower() for s in values if type(s) is str)
+    out = tuple((s.lower() if lower else s) for s in values if type(s) is str)
     return out or None
 
 
