@@ -57,6 +57,7 @@ def from_us(us: int) -> datetime:
 MIN_US = ts_us(datetime.min.replace(tzinfo=UTC))
 MAX_US = ts_us(datetime.max.replace(tzinfo=UTC))
 _minute_text: dict[int, str] = {}
+_TWO_DIGITS: tuple[str, ...] = tuple(f"{i:02d}" for i in range(60))
 
 
 def us_text(us: int) -> str:
@@ -70,9 +71,10 @@ def us_text(us: int) -> str:
             _minute_text.clear()
         prefix = _minute_text[minute] = (_EPOCH + timedelta(minutes=minute)).isoformat()[:17]
     sec, micro = divmod(rest, 1_000_000)
+    # concatenation, not an f-string: format specs cost a PyObject_Format call each when compiled
     if micro:
-        return f"{prefix}{sec:02d}.{micro:06d}Z"
-    return f"{prefix}{sec:02d}Z"
+        return prefix + _TWO_DIGITS[sec] + "." + str(micro + 1_000_000)[1:] + "Z"
+    return prefix + _TWO_DIGITS[sec] + "Z"
 
 
 def hour_from_us(us: int) -> datetime:
