@@ -195,7 +195,12 @@ def _row(rows: Rows, ev: SEvent, agent_id: str, content_scope: str) -> FunnelCou
 
 
 def session_contributions(
-    events: Iterable[SEvent], *, agent_id: str = "", content_scope: str = "", grounding_stage: bool = True
+    events: Iterable[SEvent],
+    *,
+    agent_id: str = "",
+    content_scope: str = "",
+    grounding_stage: bool = True,
+    destination: bool = False,
 ) -> Rows:
     """Every non-``retrieved`` measure of one (closed) session, per funnel row.
 
@@ -203,6 +208,8 @@ def session_contributions(
     did not carry its own. ``retrieved`` events are ignored here (``retrieval_contributions``).
     ``grounding_stage`` is False for a session whose format has no grounding event (OA 0.4
     section 3.3): its citations and displays are not judged "without grounded" (schemas.funnel).
+    ``destination`` is True for a click-token fragment (envelopes keyed by ``ctx_token``, no
+    ``session_id``: CT 0.1 section 7.1): its engagements count ``engaged_destination`` only.
     """
     evs = list(events)
     turn_starts = sorted(e.ts for e in evs if e.type == "turn_started")
@@ -237,8 +244,11 @@ def session_contributions(
                 row.add("displayed_without_grounded")
         elif t == "engaged":
             row = _row(rows, e, agent_id, content_scope)
-            row.add("engaged")
-            row.add(engagement_bucket(e.engagement_type))  # CT 6.7
+            if destination:  # CT 0.1 4 stage 5, 7.1: corroborates a click the agent reports
+                row.add("engaged_destination")
+            else:
+                row.add("engaged")
+                row.add(engagement_bucket(e.engagement_type))  # CT 6.7
         elif t == "commerce.checkout_completed":  # OA 0.4 section 3.3
             row = _row(rows, e, agent_id, content_scope)
             row.add("checkouts")

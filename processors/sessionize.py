@@ -17,9 +17,12 @@ Sessions are reconstructed from session documents, standalone events and batches
 and ``end_grace`` passed without activity, or after ``inactivity_timeout`` without activity, or
 on drain. Closing emits the session's funnel contributions (``aggregate.session_contributions``)
 as ``FunnelDelta``s (scope ``session:<key>:r<revision>``) to FUNNEL and a ``SessionRecord`` to
-SESSIONS. A new event (or new header facts) within ``lateness`` after a close re-opens the
-session as revision+1; its next close emits only the correction (new totals - emitted totals),
-so the sum over revisions is exactly the truth. After ``lateness`` the state shrinks to a
+SESSIONS. A click-token fragment (envelopes keyed by ``ctx_token`` with no ``session_id``: a
+destination's report of a click-out, CT 0.1 section 7.1) counts its engagements as
+``engaged_destination``, not ``engaged`` (``schemas.funnel``). A new event (or new header
+facts) within ``lateness`` after a close re-opens the session as revision+1; its next close
+emits only the correction (new totals - emitted totals), so the sum over revisions is exactly
+the truth. After ``lateness`` the state shrinks to a
 tombstone (key -> final revision); anything arriving later is dead-lettered with reason
 ``late:beyond-lateness`` (never silently dropped).
 
@@ -87,6 +90,8 @@ def merge_header(h: dict[str, Any], header: Mapping[str, Any]) -> bool:
     for f in ("agent_id", "content_scope"):
         if not h.get(f) and header.get(f):
             h[f] = header[f]
+    if header.get("ctx_token") and not header.get("session_id"):
+        h["token"] = True  # CT 0.1 7.1: keyed by a click token, a destination's report
     started = header.get("started_at")
     if started and (not h.get("started_at") or aggregate.ts_us(started) < aggregate.ts_us(h["started_at"])):
         h["started_at"] = started
@@ -206,6 +211,7 @@ def close(
         # OA 0.4 has no grounding stage: only sessions with CT content judge "without grounded".
         grounding_stage=any(f != SourceFormat.OPENATTRIBUTION.value for f in state["fmt"] if f)
         or not any(state["fmt"]),
+        destination=bool(h.get("token")),
     )
     rev = state["rev"] + 1
     plain = aggregate.plain_rows(rows)

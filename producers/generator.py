@@ -13,7 +13,9 @@ What is simulated (times from 2026-01-15T08:00:00Z, sessions spread over ``hours
   earlier session, grounded with ``cached: true`` and no retrieval in this session), citations
   (some without type/position), hallucinated citations (content never grounded in the session),
   displays (incl. ``embed`` displays of content never grounded, custom and absent types),
-  engagements (link_click, agent_navigate, expand, copy, share, custom, absent). Agents that take
+  engagements (link_click, agent_navigate, expand, copy, share, custom, absent); about half of the
+  link_clicks are reported again by their landing page, keyed by a ``ctx_token`` instead of the
+  session_id (CT 0.1 7.1; ``destination_rate``; counted ``engaged_destination``). Agents that take
   part in the protocol send a ``Content-Telemetry-ID`` per fetch (CT 7.2) and report it as
   ``content_telemetry_id``; one agent does not. Identifiers: ``content_url`` (tracking parameters,
   fragments, upper-case hosts, trailing slashes: canonicalisation matters) and usually
@@ -38,6 +40,8 @@ Workload directory (``--out``; files exist only when they have content):
 ``oa/sessions.jsonl``                  OA 0.4 session documents
 ``origin/ct-events.jsonl``             CT 0.1 standalone ``source_role: origin`` events of
                                        instrumented publishers (no session_id)
+``destination/ct-events.jsonl``        CT 0.1 standalone ``content_engaged`` events of landing
+                                       pages after a click-out, keyed by ``ctx_token`` (CT 7.1)
 ``cdn/cloudflare/<host>.jsonl``        Cloudflare Logpush ``http_requests`` lines, one file per host
 ``cdn/fastly/<host>.jsonl``            Fastly JSON log lines, one file per host
 ``origin/nginx/<host>.log``            nginx combined log (+ Content-Telemetry-ID), file name = host
@@ -54,9 +58,10 @@ Workload directory (``--out``; files exist only when they have content):
 
 Every JSONL file is in delivery order (documents) or timestamp order (log lines). A document's
 emitter identity (the RAW topic's ``ctpipe-emitter`` header) is ``agent:<operator>`` for agent
-documents (``manifest.json`` maps agent_id -> emitter) and ``origin:<owner domain>`` for origin
-events. With ``--to-kafka`` the CT/OA documents go to the RAW topic instead of ``ct/``/``oa/``
-(key = session_id, else content_telemetry_id); logs, truth and manifest are still written.
+documents (``manifest.json`` maps agent_id -> emitter), ``origin:<owner domain>`` for origin
+events and ``destination:<landing page domain>`` for destination reports. With ``--to-kafka``
+the documents go to the RAW topic instead of the files (key = session_id, else ctx_token, else
+content_telemetry_id); logs, truth and manifest are still written.
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ DOC_FILES = {
     "ct_batches": "ct/batches.jsonl",
     "oa_session": "oa/sessions.jsonl",
     "origin_event": "origin/ct-events.jsonl",
+    "destination_event": "destination/ct-events.jsonl",
 }
 #: The content owner registry of the simulated publishers (``schemas.owners`` format).
 OWNERS_FILE = "owners.json"
@@ -160,11 +166,20 @@ class GeneratorConfig:
     deep_retrievals: tuple[int, int] = (10, 150)  # per deep-research turn
     deep_groundings: tuple[int, int] = (5, 30)
     background_per_session: float = 6.0  # scraper/training/human/static requests per session
+    # per CT link_click engagement: the landing page reports it too, keyed by ctx_token (CT 7.1)
+    destination_rate: float = 0.5
 
     def __post_init__(self) -> None:
         if self.sessions < 0:
             raise ValueError("sessions must be >= 0")
-        for name in ("header_loss", "redirect_rate", "hallucination_rate", "embed_rate", "cached_rate"):
+        for name in (
+            "header_loss",
+            "redirect_rate",
+            "hallucination_rate",
+            "embed_rate",
+            "cached_rate",
+            "destination_rate",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {v}")
@@ -207,6 +222,11 @@ class GenerateResult:
     truth: Truth
     stats: Stats
     manifest: dict[str, Any]
+
+
+def destination_emitter(url: str) -> str:
+    """The emitter identity of a destination's click-out report: its landing page's domain."""
+    return f"destination:{owner_domain(url) or 'unknown'}"
 
 
 def iso(ms: int) -> str:
@@ -279,6 +299,9 @@ class Simulator:
         self._line_seconds: list[int] = []
         # agent_id -> [(retrieval ms, article)] of earlier fetches (the agent-side cache)
         self.cache: dict[str, list[tuple[int, Article]]] = {}
+        # destinations' click-out reports draw from their own stream: the rest of the workload
+        # stays what it was for a seed whichever their rate
+        self.dest_rng = random.Random(f"destination:{config.seed}")
 
     # -- helpers -----------------------------------------------------------------------------------
     def _maybe_id(self) -> str | None:
@@ -920,6 +943,48 @@ class Simulator:
                     agent.emitter,
                     {**env, "events": events[a:b]},
                 )
+        for p in plan:
+            if p.ev.type == "engaged" and p.ev.engagement_type == "link_click" and p.ev.url:
+                self._destination_report(agent_id, p.ev)
+
+    def _destination_report(self, agent_id: str, clicked: SimEvent) -> None:
+        """The landing page of a click-out reports the click too (CT 0.1 section 7.1): a
+        standalone ``content_engaged`` event keyed by the agent's ``ctx_token`` instead of the
+        session_id, corroborating the agent's own report (``engaged_destination`` in the truth)."""
+        rng = self.dest_rng
+        if rng.random() >= self.cfg.destination_rate:
+            return
+        ts = clicked.ts + rng.randint(300, 4_000)
+        url = clicked.url
+        assert url is not None
+        ev: dict[str, Any] = {"id": rng_uuid(rng), "type": "content_engaged", "timestamp": iso(ts)}
+        ev["content_url"] = url
+        if clicked.content_id:
+            ev["content_id"] = clicked.content_id
+        ev["data"] = {"engagement_type": "link_click"}
+        token = f"ct_{rng.getrandbits(128):032x}"  # CT 1.0 7.4's token syntax (0.1 leaves it opaque)
+        doc = {
+            "document_type": "event",
+            "schema_version": "0.1",
+            "ctx_token": token,
+            "agent_id": agent_id,  # CT 0.1 7.1 / 5.7.5: agent_id and started_at at Grounding level
+            "started_at": iso(ts),
+            "event": ev,
+        }
+        self.truth.destination_engagement(
+            agent_id,
+            SimEvent("engaged", ts, url=url, content_id=clicked.content_id, engagement_type="link_click"),
+        )
+        self.out.document(
+            ts + rng.randint(100, 2_000),
+            "destination_event",
+            token.encode(),
+            destination_emitter(url),
+            orjson.dumps(doc),
+        )
+        self.stats.documents["destination_event"] += 1
+        self.stats.cases["destination_engagement"] += 1
+        self.stats.seen(ts)
 
     def _doc(self, delivery: int, fmt: str, key: bytes | None, emitter: str, doc: dict[str, Any]) -> None:
         self.out.document(delivery, fmt, key, emitter, orjson.dumps(doc))
@@ -1288,6 +1353,7 @@ def _file_meta(rel: str) -> tuple[str, str]:
         "ct/batches.jsonl": ("ct-0.1-event-batch", "agent"),
         "oa/sessions.jsonl": ("oa-0.4-session", "agent"),
         "origin/ct-events.jsonl": ("ct-0.1-event", "origin"),
+        "destination/ct-events.jsonl": ("ct-0.1-event", "destination"),
     }[rel]
 
 
@@ -1417,6 +1483,7 @@ SOURCE_OF = {
     "ct_batches": "event_batch",
     "oa_session": "oa_session",
     "origin_event": "event",
+    "destination_event": "event",
 }
 
 

@@ -234,6 +234,12 @@ class Truth:
                     row.add_value(e.currency, e.order_value)
         return dep[0], dep[1], dep[2]
 
+    def destination_engagement(self, agent_id: str, event: SimEvent) -> None:
+        """A destination's report of a click-out, keyed by ctx_token (CT 0.1 section 7.1): it
+        corroborates the agent's own engagement and counts apart, as ``engaged_destination``
+        (no content_scope on its envelope; source role ``agent`` as for every non-retrieval)."""
+        self._row(event.key(agent_id, "", self.owners)).add("engaged_destination")
+
     # --- output ---------------------------------------------------------------------------------
     def nonzero(self) -> dict[FunnelKey, FunnelCounts]:
         return {k: v for k, v in sorted(self.rows.items()) if not v.is_zero()}

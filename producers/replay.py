@@ -1,7 +1,8 @@
 """Replay a workload directory (``ctpipe generate --out DIR``) into the raw topic.
 
 Input: the directory's document files (``ct/sessions.jsonl``, ``ct/events.jsonl``,
-``ct/batches.jsonl``, ``oa/sessions.jsonl``, ``origin/ct-events.jsonl``), one JSON document per
+``ct/batches.jsonl``, ``oa/sessions.jsonl``, ``origin/ct-events.jsonl``,
+``destination/ct-events.jsonl``), one JSON document per
 line, and ``manifest.json`` (agent_id -> emitter identity). Output: one RAW message per document,
 key = session_id, else ctx_token, else the event's content_telemetry_id (none otherwise),
 headers ``ctpipe-emitter`` (as the simulator assigned it) and ``ctpipe-source`` (the document
@@ -18,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from producers.generator import iter_kafka_key
+from producers.generator import destination_emitter, iter_kafka_key
 from producers.kafka import Headers, produce_all
 from producers.publisher import headers_for
 from schemas import codec
@@ -31,6 +32,7 @@ DOCUMENT_FILES: tuple[tuple[str, str], ...] = (
     ("ct/batches.jsonl", "event_batch"),
     ("oa/sessions.jsonl", "oa_session"),
     ("origin/ct-events.jsonl", "event"),
+    ("destination/ct-events.jsonl", "event"),
 )
 
 
@@ -46,10 +48,14 @@ class WorkloadMessage:
 
 
 def _emitter(doc: dict[str, Any], agents: dict[str, str]) -> str:
+    event = doc.get("event")
+    if doc.get("ctx_token") and not doc.get("session_id") and isinstance(event, dict):
+        url = event.get("content_url")  # a destination's click-out report (CT 0.1 7.1)
+        if isinstance(url, str):
+            return destination_emitter(url)
     agent = doc.get("agent_id")
     if isinstance(agent, str) and agent in agents:
         return agents[agent]
-    event = doc.get("event")
     if isinstance(event, dict) and event.get("source_role") == "origin":
         url = event.get("content_url")
         owner = owner_domain(url) if isinstance(url, str) else None

@@ -33,6 +33,11 @@ Counting rules, one canonical event at a time (after sessionize and correlate):
   ``other``).
 * ``engaged``: +1 per ``engaged``, plus ``engaged_link_click``, ``engaged_agent_navigate`` or
   ``engaged_other`` (CT 6.7; consumers measuring traffic count agent_navigate beside link_click).
+* ``engaged_destination`` instead of those: +1 per ``engaged`` reported by a destination after a
+  click-out, i.e. an event of an envelope keyed by ``ctx_token`` with no ``session_id`` (CT 0.1
+  section 7.1). Such a report *corroborates* a click the agent usually reports itself (CT 0.1
+  section 4 stage 5, 6.7), and CT 0.1 gives no way to join the two (the agent does not record
+  the token), so counting it in ``engaged`` would count one click-out twice.
 * Departures (CT 4.3), judged within one session once it is closed; "the same content" = equal
   content key, or equal canonical URL, or equal content_id:
   ``cited_without_grounded`` per cited event with no grounded event for the same content in the
@@ -84,6 +89,7 @@ MEASURES: tuple[str, ...] = (
     "engaged_link_click",
     "engaged_agent_navigate",
     "engaged_other",
+    "engaged_destination",
     "cited_without_grounded",
     "displayed_without_cited",
     "displayed_without_grounded",

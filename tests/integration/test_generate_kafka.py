@@ -101,11 +101,13 @@ def test_generate_publishes_the_workload_documents_to_the_raw_topic(
             pairs: list[tuple[str, Any]] = list(msg.headers() or [])  # type: ignore[arg-type]
             headers = {k: v.decode() for k, v in pairs if isinstance(v, bytes)}
             emitter = headers[HEADER_EMITTER]
-            want = (
-                agents[doc["agent_id"]]
-                if "agent_id" in doc
-                else f"origin:{owner_domain(doc['event']['content_url'])}"
-            )
+            if "ctx_token" in doc:  # a landing page's click-out report (CT 0.1 7.1)
+                assert msg.key() == doc["ctx_token"].encode()
+                want = f"destination:{owner_domain(doc['event']['content_url'])}"
+            elif "agent_id" in doc:
+                want = agents[doc["agent_id"]]
+            else:
+                want = f"origin:{owner_domain(doc['event']['content_url'])}"
             assert emitter == want
             accepted = ingest(value, emitter=emitter, source=headers[HEADER_SOURCE])
             assert accepted.accepted, accepted.reason

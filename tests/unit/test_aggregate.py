@@ -439,3 +439,32 @@ _sev = st.builds(
 @given(e=_sev, others=st.lists(_sev, max_size=6))
 def test_content_index_is_the_same_content_rule(e: SEvent, others: list[SEvent]) -> None:
     assert (e in aggregate._Contents(others)) == any(_same(e, o) for o in others)
+
+
+def test_destination_sessions_count_engagements_apart() -> None:
+    """``destination=True`` (a click-token fragment): engagements count ``engaged_destination``
+    only; every other stage counts as in any session."""
+    events = [
+        aggregate.compact_event(
+            {
+                "event_id": f"e{i}",
+                "event_type": t,
+                "timestamp": "2026-01-15T10:30:00Z",
+                "owner_domain": "example.com",
+                "canonical_url": "https://example.com/a",
+                **fields,
+            }
+        )
+        for i, (t, fields) in enumerate(
+            [("engaged", {"engagement_type": "agent_navigate"}), ("displayed", {"display_type": "link"})]
+        )
+    ]
+    dest = aggregate.session_contributions(events, agent_id="bot", destination=True)
+    own = aggregate.session_contributions(events, agent_id="bot")
+    [d] = dest.values()
+    [o] = own.values()
+    assert d.measures.get("engaged_destination") == 1 and "engaged" not in d.measures
+    assert "engaged_agent_navigate" not in d.measures
+    assert o.measures["engaged"] == 1 and o.measures["engaged_agent_navigate"] == 1
+    assert "engaged_destination" not in o.measures
+    assert d.measures["displayed"] == o.measures["displayed"] == 1

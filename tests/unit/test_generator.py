@@ -76,6 +76,8 @@ def _docs(out: Path, rel: str) -> list[bytes]:
 
 
 def _emitter_of(doc: dict[str, Any], agents: dict[str, str]) -> str:
+    if "ctx_token" in doc:
+        return f"destination:{owner_domain(doc['event']['content_url'])}"
     if "agent_id" in doc:
         return agents[doc["agent_id"]]
     return f"origin:{owner_domain(doc['event']['content_url'])}"
@@ -187,8 +189,8 @@ def reference_funnel(
 
     sessions: dict[str, list[CanonicalEvent]] = defaultdict(list)
     for e in events:
-        if e.session_id:
-            sessions[e.session_id].append(e)
+        if e.session_id or e.ctx_token:
+            sessions[e.session_id or e.ctx_token or ""].append(e)
 
     def same(a: CanonicalEvent, b: CanonicalEvent) -> bool:
         ka = content_key(a.content_id, a.canonical_url, a.product_id)
@@ -227,6 +229,8 @@ def reference_funnel(
                     row.add("displayed_without_cited")
                 if grounding_stage and not any(same(e, g) for g in grounded):
                     row.add("displayed_without_grounded")
+            elif t is EventType.ENGAGED and e.ctx_token and not e.session_id:
+                row.add("engaged_destination")  # a landing page's report (CT 0.1 7.1)
             elif t is EventType.ENGAGED:
                 row.add("engaged")
                 row.add(engagement_bucket(e.engagement_type))
@@ -258,7 +262,8 @@ def test_every_document_is_accepted_by_ingest_with_its_event_count(
 ) -> None:
     out, result = workload
     events, per_format = _ingest_documents(out, result.manifest)
-    agent_formats = {f: n for f, n in per_format.items() if f != "origin_event"}
+    agent_formats = {f: n for f, n in per_format.items() if f not in ("origin_event", "destination_event")}
+    assert per_format["destination_event"] == result.stats.cases["destination_engagement"] > 0
     assert agent_formats == dict(result.stats.events)
     documents = {f: len(_docs(out, rel)) for f, rel in DOC_FILES.items()}
     assert documents == dict(result.stats.documents)
@@ -370,6 +375,7 @@ def test_the_mix_contains_every_delivery_format_and_special_case(
         "static_asset",
         "non_ai",
         "checkout_completed",
+        "destination_engagement",
     ):
         assert stats.cases[case] > 0, case
     assert set(stats.log_lines) == {"cloudflare", "fastly", "nginx"}

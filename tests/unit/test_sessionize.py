@@ -217,3 +217,39 @@ def test_a_session_sealed_into_chunks_closes_exactly_like_one_in_a_single_state(
 
 def test_a_tombstone_is_never_sealed() -> None:
     assert sessionize.seal(sessionize.tombstone(fresh()), limit=1) is None
+
+
+def test_a_click_token_fragment_counts_engaged_destination_and_the_agents_click_counts_engaged() -> None:
+    """CT 0.1 7.1: a landing page reports a click-out keyed by ctx_token instead of session_id.
+    It corroborates the agent's own report of the same click: counted apart
+    (``engaged_destination``), so ``engaged`` counts the click once."""
+    token = "ct_" + "7f" * 16
+    click = e("content_engaged", "31:00", URL_A, engagement_type="link_click")
+    doc = {
+        "document_type": "event",
+        "schema_version": "0.1",
+        "ctx_token": token,
+        "agent_id": "bot",
+        "started_at": "2026-01-15T10:31:00Z",
+        "event": click,
+    }
+    out = normalize.normalize_message(dumps(doc), headers=[("ctpipe-emitter", b"destination:wirecutter.com")])
+    assert out.dead_letter is None, out.reason
+    (_, value), *_ = out.events
+    h, evs = normalize.decode_envelope(value)
+    fragment = new_state(token, 1)
+    apply(fragment, h, evs, now=1.0)
+    _, by_token = step(fragment, 2.0, CFG, drain=True)
+    agent = fresh()
+    h2, evs2 = envelope([click], agent_id="bot")
+    apply(agent, h2, evs2, now=1.0)
+    _, by_agent = step(agent, 2.0, CFG, drain=True)
+    assert by_token is not None and by_agent is not None
+    [(key, counts)] = total(by_token.deltas).items()
+    assert counts.measures == {"engaged_destination": 1}
+    assert (key.owner_domain, key.agent_id, key.source_role) == ("wirecutter.com", "bot", "agent")
+    [(agent_key, agent_counts)] = total(by_agent.deltas).items()
+    assert agent_counts.measures == {"engaged": 1, "engaged_link_click": 1}
+    assert agent_key == key  # the same row: one click, each report in its own measure
+    assert by_token.record.session_id == token and by_token.record.engaged == 0
+    assert by_agent.record.engaged == 1

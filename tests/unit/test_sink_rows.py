@@ -177,8 +177,13 @@ def test_retrieval_row_keeps_observations_as_json() -> None:
 
 
 def _ddl_columns(sql: str, table: str) -> tuple[str, ...]:
+    """The table's columns as its CREATE TABLE declares them, then as later migrations' ``ADD
+    COLUMN ... AFTER`` statements place theirs, in file order."""
     body = sql.split(f"CREATE TABLE IF NOT EXISTS {table}\n(", 1)[1].split("\n)", 1)[0]
     names = [ln.split()[0] for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("INDEX")]
+    pattern = rf"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS (\w+) [\w()]+ AFTER (\w+);"
+    for column, after in re.findall(pattern, sql):
+        names.insert(names.index(after) + 1, column)
     return tuple(names)
 
 
