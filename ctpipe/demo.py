@@ -17,10 +17,11 @@ report (see ``sinks.clickhouse``). Used by ``ctpipe demo`` and the end-to-end te
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,7 @@ SUMMARY_MEASURES = (
     ("cited", "cited"),
     ("displayed", "displayed"),
     ("engaged", "engaged"),
+    ("dest. engaged", "engaged_destination"),
     ("turns infl.", "turns_influenced"),
     ("checkouts", "checkouts"),
 )
@@ -311,10 +313,17 @@ def demo_workload(settings: Settings, seed: int, sessions: int, console: Any) ->
     from producers.generator import OWNERS_FILE, GeneratorConfig, generate
 
     path = settings.data_dir / "workloads" / f"seed{seed}-sessions{sessions}"
-    # (a workload cached before owners.json existed has a truth without prefix attribution)
-    if not all((path / name).exists() for name in ("manifest.json", "expected_funnel.json", OWNERS_FILE)):
+    config = GeneratorConfig(seed=seed, sessions=sessions)
+    # a workload cached by an older simulator (before owners.json, or without a setting it has
+    # now, e.g. destination reports) is generated again: the demo shows what the code does
+    current = all((path / name).exists() for name in ("manifest.json", "expected_funnel.json", OWNERS_FILE))
+    if current:
+        args = codec.loads((path / "manifest.json").read_bytes()).get("args") or {}
+        current = {f.name for f in fields(config)} <= set(args)
+    if not current:
+        shutil.rmtree(path, ignore_errors=True)
         console.print(f"generating workload: seed {seed}, {sessions} sessions -> {path}", highlight=False)
-        generate(GeneratorConfig(seed=seed, sessions=sessions), out=path)
+        generate(config, out=path)
     return path
 
 

@@ -142,6 +142,7 @@ def summary_table(result: GenerateResult, out: Path | None, topic: str | None) -
         "cited",
         "displayed",
         "engaged",
+        "engaged_destination",
         "checkouts",
     ):
         table.add_row(f"expected {m}", str(grand.get(m, 0)))

@@ -15,7 +15,15 @@ from typing import Any, TextIO
 from ctpipe.settings import Settings
 
 FORMATS = ("json", "table")
-_TABLE_MEASURES = ("retrieved", "grounded", "cited", "displayed", "engaged", "checkouts")
+_TABLE_MEASURES = (
+    "retrieved",
+    "grounded",
+    "cited",
+    "displayed",
+    "engaged",
+    "engaged_destination",
+    "checkouts",
+)
 
 
 def run(
