@@ -53,6 +53,7 @@ def run(
         return 1
     except Exception as exc:  # e.g. the database or table does not exist yet
         print(f"error: cannot read the funnel from ClickHouse: {str(exc).splitlines()[0]}", file=err)
+        print("(a database created by an older ctpipe needs `ctpipe db migrate` first)", file=err)
         return 1
     if fmt == "json":
         out.write(json.dumps(report, indent=2) + "\n")

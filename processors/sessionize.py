@@ -22,9 +22,8 @@ destination's report of a click-out, CT 0.1 section 7.1) counts its engagements 
 ``engaged_destination``, not ``engaged`` (``schemas.funnel``). A new event (or new header
 facts) within ``lateness`` after a close re-opens the session as revision+1; its next close
 emits only the correction (new totals - emitted totals), so the sum over revisions is exactly
-the truth. After ``lateness`` the state shrinks to a
-tombstone (key -> final revision); anything arriving later is dead-lettered with reason
-``late:beyond-lateness`` (never silently dropped).
+the truth. After ``lateness`` the state shrinks to a tombstone (key -> final revision); anything
+arriving later is dead-lettered with reason ``late:beyond-lateness`` (never silently dropped).
 
 Exactly-once: deltas carry deterministic ids (scope + row key), so re-emitting after a crash or
 an input redelivery is deduplicated by the sink; duplicate input events are dropped by id here.

@@ -145,7 +145,7 @@ class SessionRecord(BaseModel):
     grounded: int
     cited: int
     displayed: int
-    engaged: int
+    engaged: int  # agent-reported only: 0 for a click-token fragment (funnel: engaged_destination)
     cited_without_grounded: int
     displayed_without_cited: int
     displayed_without_grounded: int
