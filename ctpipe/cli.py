@@ -403,6 +403,7 @@ def worker(
         inactivity_timeout=s.worker_inactivity_timeout,
         end_grace=s.worker_end_grace,
         lateness=s.worker_lateness,
+        state_retention=s.worker_state_retention or None,
         correlation_window=s.worker_correlation_window,
         max_invalid_ratio=s.worker_max_invalid_ratio,
         batch_size=s.worker_batch_size,

@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     worker_lateness: float = Field(
         default=3600.0, gt=0, description="s after a close that late events amend."
     )
+    worker_state_retention: float = Field(
+        default=30 * 86_400.0,
+        ge=0,
+        description=(
+            "s of event time a closed session's or retrieval's tombstone is kept past its newest "
+            "event's hour, then deleted (bounded state); events of a key without state that are "
+            "older than the partition's newest event by more are dead-lettered "
+            "(late:beyond-retention). 0 = keep tombstones for ever (no such refusal)."
+        ),
+    )
     worker_correlation_window: float = Field(
         default=600.0,
         gt=0,

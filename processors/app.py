@@ -276,6 +276,45 @@ CLOSE_PART = 4096
 #: enough for a round over the open keys every ``AUDIT_ROUND`` seconds, at least ``AUDIT_KEYS``.
 AUDIT_ROUND = 600.0
 AUDIT_KEYS = 100
+#: With a state retention (``StateStage.retention_us``) the audit also reads every stored key at
+#: least once per ``SWEEP_ROUND`` seconds, and deletes the tombstones that expired.
+SWEEP_ROUND = 3600.0
+#: Where a table partition keeps its stream time (the newest event time it accepted, epoch us).
+#: No state key can be this: session keys never contain NUL (sessionize ``items``), and a
+#: Content-Telemetry-ID with one is dead-lettered (correlate ``items``).
+STREAM_TIME_KEY = b"\x00ctpipe\x00stream-time"
+#: An event may move the stream time at most this far ahead of the wall clock (a clock running
+#: ahead, a mistyped year): it would otherwise make every later event look too old.
+STREAM_TIME_SKEW_US = 3_600_000_000
+_HOUR_US = 3_600_000_000
+RETENTION_REASON = "late:beyond-retention"
+
+
+def advance_stream_time(current: int, newest: int, now: float) -> int:
+    """The stream time after accepting events up to ``newest`` (epoch us) at wall time ``now``."""
+    return max(current, min(newest, int(now * 1_000_000) + STREAM_TIME_SKEW_US))
+
+
+def stream_time_of(store: Any) -> int:
+    """A table partition's stream time (0: none yet); ``store``: its ``PartitionState`` /
+    ``ScopedState`` or its RocksDB database."""
+    raw = store.get(STREAM_TIME_KEY)
+    return int(raw) if raw else 0
+
+
+def expired(state: Mapping[str, Any], stream_time: int, retention_us: int) -> bool:
+    """Whether a tombstone may be forgotten: the hour of its newest event (``mt``, epoch us) ended
+    ``retention_us`` before the stream time. Events for its key that the stage still accepts
+    afterwards are newer than that hour (older ones, for a key without state, are refused:
+    ``StateStage.refuse_old``), so a new state of the key counts only events its old one never
+    held, into rows of later hours: no contribution id of the old one can come back. A
+    tombstone without ``mt`` (written before retention existed) is kept."""
+    mt = state.get("mt")
+    if not state.get("tomb") or type(mt) is not int:
+        return False
+    return stream_time >= (mt // _HOUR_US + 1) * _HOUR_US + retention_us
+
+
 #: How long a stage retries a failing batch before it parks it and the worker must exit.
 RETRY_FOR = 60.0
 Item = batch.Item  # (the Kafka message it came in, one decoded record)
@@ -315,6 +354,9 @@ class StateStage:
     """
 
     name: str = "stage"
+    #: event time (us) a stored key's state outlives its tombstone by (None: kept for ever); see
+    #: ``expired`` and ``refuse_old``
+    retention_us: int | None = None
     #: the partition of the table being worked on (set by ``process`` and ``close_due`` before
     #: they call the hooks, which read and write further keys of that partition through it)
     state: PartitionState | ScopedState
@@ -331,8 +373,13 @@ class StateStage:
         tick: float,
         drain_after_idle: float | None,
         packed_topics: frozenset[str] = frozenset(),
+        retention: float | None = None,
     ) -> None:
         self.app = app
+        if retention is not None and retention <= 0:
+            raise ValueError(f"state retention must be > 0 s (or None), got {retention}")
+        self.retention_us = None if retention is None else int(retention * 1_000_000)
+        self.expired = 0  # tombstones deleted after the retention (``expired``)
         self.source_topic = source_topic
         self.dlq_topic = dlq_topic
         self.packed_topics = packed_topics
@@ -406,6 +453,13 @@ class StateStage:
     def deadline(self, state: dict[str, Any]) -> float | None:
         raise NotImplementedError
 
+    def refuse_old(self, items: list[Item], horizon: int, sends: list[Send]) -> list[Item]:
+        """Records for a key with no stored state: dead-letter (``RETENTION_REASON``) those whose
+        event time is before ``horizon`` (epoch us: the partition's stream time - retention) and
+        return the rest. Such a key may have had a state that expired: its events are refused,
+        not counted a second time. Only called with a retention."""
+        raise NotImplementedError
+
     def step(self, state: dict[str, Any], now: float, drain: bool) -> tuple[Any, list[Send]]:
         """Timer action on one due state: (new state or None if unchanged, outputs)."""
         raise NotImplementedError
@@ -444,6 +498,7 @@ class StateStage:
         """Open keys tracked, and the event loop thread's CPU seconds in batches / in closes."""
         return {
             "tracked": len(self.index),
+            "expired": self.expired,
             "cpu_process_s": round(self.cpu_process, 3),
             "cpu_close_s": round(self.cpu_close, 3),
             "index_misses": self.index_misses,
@@ -494,9 +549,19 @@ class StateStage:
         by_partition, skipped = batch.group_records(self, msgs, sends)
         if skipped:
             self.stateless(skipped, now, sends)
+        retention = self.retention_us
         for (_topic, partition), by_key in by_partition.items():
             self.state = store = self.partition_state(partition)
-            batch.apply_groups(self, store, partition, by_key, now, sends)
+            if retention is None:
+                batch.apply_groups(self, store, partition, by_key, now, sends, None)
+                continue
+            # read per part, not cached: another worker may have owned the partition meanwhile
+            stream_time = stream_time_of(store)
+            horizon = stream_time - retention if stream_time else None
+            newest = batch.apply_groups(self, store, partition, by_key, now, sends, horizon)
+            advanced = advance_stream_time(stream_time, newest, now)
+            if advanced > stream_time:
+                store.set(STREAM_TIME_KEY, str(advanced).encode())
         # Enqueued only: Faust flushes the output before it commits the source offsets.
         self._send(sends)
 
@@ -539,21 +604,31 @@ class StateStage:
         data = self.table.data
         if not isinstance(data, ChangelogStore):
             for key, raw in list(self.table.items()):
-                if raw is not None and (skip is None or bytes(key) not in skip):
+                if raw is not None and key != STREAM_TIME_KEY and (skip is None or bytes(key) not in skip):
                     yield bytes(key), raw
             return
         for partition in self._state_partitions(assigned_partitions(self.app)):
             db = data._db_for_partition(partition)
             if skip is None:
                 for key, raw in db.items():
-                    if key != data.offset_key:
+                    if key != data.offset_key and key != STREAM_TIME_KEY:
                         yield key, raw
                 continue
             for key in db.keys():  # noqa: SIM118 - an Rdict is not iterable (keys() is)
-                if key != data.offset_key and key not in skip:
+                if key != data.offset_key and key != STREAM_TIME_KEY and key not in skip:
                     raw = db.get(key)
                     if raw is not None:
                         yield key, raw
+
+    def _stored_estimate(self, assigned: frozenset[Any]) -> int:
+        """RocksDB's estimate of the keys stored in the active partitions (0 for other stores)."""
+        data = self.table.data
+        if not isinstance(data, ChangelogStore):
+            return 0
+        total = 0
+        for partition in self._state_partitions(assigned):
+            total += data._db_for_partition(partition).property_int_value("rocksdb.estimate-num-keys") or 0
+        return total
 
     def _audit(self, assigned: frozenset[Any], budget: int) -> int:
         """Re-read up to ``budget`` stored states, resuming where the last audit stopped (a
@@ -564,7 +639,10 @@ class StateStage:
         until the next rebalance or drain (a bench run once ended with 320 groups stored open,
         never closed: cause not found, bench/PIPELINE_BENCH.md). A spurious entry is harmless:
         ``_close`` reads the current state. RocksDB stores only (others are test stores); a fresh
-        iterator per tick, so none pins memtables between ticks."""
+        iterator per tick, so none pins memtables between ticks.
+
+        With a retention, the tombstones it reads that ``expired`` by their partition's stream
+        time are deleted (store and changelog; counted in ``self.expired``)."""
         data = self.table.data
         partitions = self._state_partitions(assigned)
         if not isinstance(data, ChangelogStore) or not partitions:
@@ -576,10 +654,12 @@ class StateStage:
         partition, last = self._audit_at
         if partition not in partitions:
             partition, last = after(partition), None
-        index, missed = self.index, 0
+        index, missed, retention = self.index, 0, self.retention_us
         for _ in range(len(partitions)):  # at most one pass over the partitions per tick
             finished = True
-            for key, raw in data._db_for_partition(partition).items(from_key=last):
+            db = data._db_for_partition(partition)
+            stream_time = stream_time_of(db) if retention is not None else 0
+            for key, raw in db.items(from_key=last):
                 if key == last:  # read by the last tick
                     continue
                 if not budget:
@@ -587,9 +667,14 @@ class StateStage:
                     break
                 budget -= 1
                 last = key
-                if key == data.offset_key or key in index:
+                if key == data.offset_key or key == STREAM_TIME_KEY or key in index:
                     continue
-                due = self.deadline(orjson.loads(raw))
+                state = orjson.loads(raw)
+                if retention is not None and stream_time and expired(state, stream_time, retention):
+                    self.partition_state(partition).delete(key)  # + a changelog tombstone
+                    self.expired += 1
+                    continue
+                due = self.deadline(state)
                 if due is not None:
                     self._schedule(key, due, partition)
                     missed += 1
@@ -629,7 +714,10 @@ class StateStage:
                     "%s: drain found %d open key(s) the deadline index had lost", self.name, missed
                 )
         else:
-            self._audit(assigned, max(AUDIT_KEYS, math.ceil(len(self.index) * self.tick / AUDIT_ROUND)))
+            budget = max(AUDIT_KEYS, math.ceil(len(self.index) * self.tick / AUDIT_ROUND))
+            if self.retention_us is not None:  # every stored key once per SWEEP_ROUND
+                budget = max(budget, math.ceil(self._stored_estimate(assigned) * self.tick / SWEEP_ROUND))
+            self._audit(assigned, budget)
         due = self._due(now, drain)
         self.cpu_close += time.thread_time() - cpu
         closed = 0

@@ -50,21 +50,41 @@ def group_records(stage: Any, msgs: list[Any], sends: list[Send]) -> tuple[Group
 
 
 def apply_groups(
-    stage: Any, store: Any, partition: int, by_key: dict[bytes, list[Item]], now: float, sends: list[Send]
-) -> None:
+    stage: Any,
+    store: Any,
+    partition: int,
+    by_key: dict[bytes, list[Item]],
+    now: float,
+    sends: list[Send],
+    horizon: int | None = None,
+) -> int:
     """Load each key's state once (a new one when absent), apply its records, store it once
-    when it changed (or is new) and schedule its next deadline."""
+    when it changed (or is new) and schedule its next deadline. With a ``horizon`` (epoch us),
+    a key without state first has its records older than it refused (``stage.refuse_old``).
+    Returns the newest event time (``mt``, epoch us) of the states applied to (0: none)."""
     new_state = stage.new_state
     apply_items = stage.apply_items
     deadline = stage.deadline
     schedule = stage.deadlines.set
     get, put = store.get, store.set
+    newest = 0
     for key, group in by_key.items():
         raw = get(key)
-        state = orjson.loads(raw) if raw is not None else new_state(key, partition)
+        if raw is not None:
+            state = orjson.loads(raw)
+        else:
+            if horizon is not None:
+                group = stage.refuse_old(group, horizon, sends)
+                if not group:
+                    continue
+            state = new_state(key, partition)
         if apply_items(state, group, now, sends) or raw is None:
             put(key, orjson.dumps(state))
             schedule(key, deadline(state), partition)
+        mt = state.get("mt")
+        if type(mt) is int and mt > newest:
+            newest = mt
+    return newest
 
 
 def step_keys(

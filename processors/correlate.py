@@ -21,7 +21,10 @@ content_telemetry_id are ``standalone`` (CT 7.2 rule 3) and emitted at once, wit
 Late observations within ``lateness`` re-open the group (revision+1, closing again ``window``
 after the late arrival) and emit corrections (an uncorroborated observation that became
 corroborated moves its count); after ``lateness`` a tombstone dead-letters later ones with reason
-``late:beyond-lateness``.
+``late:beyond-lateness``. With a ``retention`` the tombstone itself is deleted once the
+partition's stream time passed its newest observation's hour by ``retention``, and observations
+of a key without state older than stream time - ``retention`` are dead-lettered with reason
+``late:beyond-retention`` (``processors.app.expired``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from schemas.records import (
 
 STAGE = "correlate"
 LATE_REASON = "late:beyond-lateness"
+RETENTION_REASON = "late:beyond-retention"  # processors.app.RETENTION_REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,9 @@ class CorrelateConfig:
     window: float = 600.0
     lateness: float = 3600.0
     drain_after_idle: float | None = None
+    #: event time (s) a group's tombstone is kept past its newest observation's hour (None: for
+    #: ever); processors.app.expired
+    retention: float | None = None
 
 
 def new_state(key: str, partition: int) -> dict[str, Any]:
@@ -70,6 +77,7 @@ def new_state(key: str, partition: int) -> dict[str, Any]:
         "rev": -1,
         "closed_at": 0.0,
         "emitted": [],
+        "mt": 0,  # newest observation time (epoch us): when the tombstone may expire
     }
 
 
@@ -83,6 +91,7 @@ def add_obs(state: dict[str, Any], observations: Sequence[Obs], now: float) -> t
     stored = state["obs"]
     seen = {o[0] for o in stored}
     new = dup = 0
+    newest: int = state.get("mt", -1)  # -1: a state from before "mt" existed, not tracked
     for ob in observations:
         eid = ob.id
         if eid in seen:
@@ -91,6 +100,10 @@ def add_obs(state: dict[str, Any], observations: Sequence[Obs], now: float) -> t
         seen.add(eid)
         stored.append([*ob[:-1], now])
         new += 1
+        if 0 <= newest < ob.ts:
+            newest = ob.ts
+    if newest >= 0:
+        state["mt"] = newest
     state["dup"] += dup
     if new:
         if state["closed"] or not state["first"]:
@@ -270,7 +283,10 @@ def step(state: dict[str, Any], now: float, cfg: CorrelateConfig, drain: bool) -
         return None, None
     if state["closed"]:
         if now >= state["closed_at"] + cfg.lateness:
-            return {"k": state["k"], "p": state["p"], "rev": state["rev"], "tomb": True}, None
+            tomb = {"k": state["k"], "p": state["p"], "rev": state["rev"], "tomb": True}
+            if "mt" in state:
+                tomb["mt"] = state["mt"]
+            return tomb, None
         return None, None
     if drain or now >= state["first"] + cfg.window:
         return state, close(state, now)
@@ -284,6 +300,7 @@ class CorrelateStats:
     standalone: int = 0
     late: int = 0
     beyond_lateness: int = 0
+    beyond_retention: int = 0
     groups_closed: int = 0
     retrievals: int = 0
     corroborated: int = 0
@@ -331,6 +348,7 @@ class Correlator(StateStage):
             tick=tick,
             drain_after_idle=config.drain_after_idle,
             packed_topics=frozenset({funnel_topic, correlated_topic}),
+            retention=config.retention,
         )
 
     @staticmethod
@@ -379,6 +397,13 @@ class Correlator(StateStage):
                     sends.append(self.dead_letter(msg, f"malformed retrieval: {checked}", orjson.dumps(rec)))
                     continue
                 ob, cti = checked, rec.get("content_telemetry_id")
+            if cti and "\x00" in cti:  # never a state key (processors.app.STREAM_TIME_KEY)
+                sends.append(
+                    self.dead_letter(
+                        msg, "malformed retrieval: NUL in content_telemetry_id", orjson.dumps(rec)
+                    )
+                )
+                continue
             out.append((cti.encode() if cti else None, (rec, ob)))  # CT 7.2 rule 3: no id, no group
         return out
 
@@ -423,6 +448,16 @@ class Correlator(StateStage):
 
     def deadline(self, state: dict[str, Any]) -> float | None:
         return deadline(state, self.config)
+
+    def refuse_old(self, items: list[Item], horizon: int, sends: list[Send]) -> list[Item]:
+        keep: list[Item] = []
+        for msg, (rec, ob) in items:
+            if ob.ts < horizon:
+                self.stats.beyond_retention += 1
+                sends.append(self.dead_letter(msg, RETENTION_REASON, orjson.dumps(rec)))
+            else:
+                keep.append((msg, (rec, ob)))
+        return keep
 
     def step(self, state: dict[str, Any], now: float, drain: bool) -> tuple[Any, list[Send]]:
         new, out = step(state, now, self.config, drain)

@@ -24,6 +24,10 @@ facts) within ``lateness`` after a close re-opens the session as revision+1; its
 emits only the correction (new totals - emitted totals), so the sum over revisions is exactly
 the truth. After ``lateness`` the state shrinks to a tombstone (key -> final revision); anything
 arriving later is dead-lettered with reason ``late:beyond-lateness`` (never silently dropped).
+With a ``retention`` the tombstone itself is deleted once the partition's stream time passed its
+newest counted event's hour by ``retention``; events of a key without state older than stream
+time - ``retention`` are dead-lettered with reason ``late:beyond-retention``
+(``processors.app.expired``).
 
 Exactly-once: deltas carry deterministic ids (scope + row key), so re-emitting after a crash or
 an input redelivery is deduplicated by the sink; duplicate input events are dropped by id here.
@@ -46,6 +50,7 @@ from schemas.records import FunnelDelta, SessionRecord, decode_delta, encode, un
 
 STAGE = "sessionize"
 LATE_REASON = "late:beyond-lateness"
+RETENTION_REASON = "late:beyond-retention"  # processors.app.RETENTION_REASON
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,9 @@ class SessionizeConfig:
     end_grace: float = 2.0
     lateness: float = 3600.0
     drain_after_idle: float | None = None
+    #: event time (s) a session's tombstone is kept past its newest event's hour (None: for
+    #: ever); processors.app.expired
+    retention: float | None = None
 
 
 def new_state(key: str, partition: int) -> dict[str, Any]:
@@ -74,6 +82,7 @@ def new_state(key: str, partition: int) -> dict[str, Any]:
         "closed_at": 0.0,
         "closed_by": "",
         "emitted": [],  # aggregate.rows_to_json of everything emitted so far
+        "mt": 0,  # newest counted (non-retrieved) event time, epoch us: when the tombstone may expire
     }
 
 
@@ -150,12 +159,18 @@ def apply(
         changed = merge_header(state["h"], header)
         _add_unique(state["fmt"], (header.get("source_format"),))
         _add_unique(state["em"], (header.get("emitter"),))
+    newest: int = state.get("mt", -1)  # -1: a state from before "mt" existed, not tracked
     for ev in fresh:
         state["ids"].append(ev["event_id"])
         if ev["event_type"] != "retrieved":
-            state["ev"].append(list(aggregate.compact_event(ev)))
+            se = aggregate.compact_event(ev)
+            state["ev"].append(list(se))
+            if 0 <= newest < se.ts:
+                newest = se.ts
         _add_unique(state["fmt"], (ev.get("source_format"),))
         _add_unique(state["em"], (ev.get("emitter"),))
+    if newest >= 0:
+        state["mt"] = newest
     out.new = len(fresh)
     state["dup"] += out.duplicates
     if fresh or changed:
@@ -251,7 +266,10 @@ def close(
 
 
 def tombstone(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {"k": state["k"], "p": state["p"], "rev": state["rev"], "tomb": True}
+    tomb = {"k": state["k"], "p": state["p"], "rev": state["rev"], "tomb": True}
+    if "mt" in state:
+        tomb["mt"] = state["mt"]
+    return tomb
 
 
 def step(
@@ -309,6 +327,7 @@ class SessionizeStats:
     duplicates: int = 0
     late_events: int = 0
     beyond_lateness: int = 0
+    beyond_retention: int = 0
     closed: int = 0
     deltas: int = 0
 
@@ -346,6 +365,7 @@ class Sessionizer(StateStage):
             tick=tick,
             drain_after_idle=config.drain_after_idle,
             packed_topics=frozenset({funnel_topic, sessions_topic}),
+            retention=config.retention,
         )
 
     def items(self, msg: Any, sends: list[Send]) -> list[tuple[bytes | None, Any]]:
@@ -417,6 +437,28 @@ class Sessionizer(StateStage):
 
     def deadline(self, state: dict[str, Any]) -> float | None:
         return deadline(state, self.config)
+
+    def refuse_old(self, items: list[Item], horizon: int, sends: list[Send]) -> list[Item]:
+        """Per envelope: its events older than ``horizon`` go to the DLQ (as an envelope with the
+        same header and those events), the rest stays; an envelope left without events is
+        refused whole. Malformed events are left for ``apply_items`` (a malformed envelope)."""
+        keep: list[Item] = []
+        for msg, env in items:
+            try:
+                evs = env.get("e") or []
+                young = [aggregate.ts_us(ev["timestamp"]) >= horizon for ev in evs]
+            except (AttributeError, KeyError, TypeError, ValueError):
+                keep.append((msg, env))
+                continue
+            if all(young):
+                keep.append((msg, env))
+                continue
+            old = [ev for ev, y in zip(evs, young, strict=True) if not y]
+            self.stats.beyond_retention += len(old)
+            sends.append(self.dead_letter(msg, RETENTION_REASON, orjson.dumps({**env, "e": old})))
+            if len(old) < len(evs):
+                keep.append((msg, {**env, "e": [ev for ev, y in zip(evs, young, strict=True) if y]}))
+        return keep
 
     def step(self, state: dict[str, Any], now: float, drain: bool) -> tuple[Any, list[Send]]:
         nc = int(state.get("nc", 0)) if not state.get("tomb") else 0

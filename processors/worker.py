@@ -40,6 +40,9 @@ class WorkerConfig:
     inactivity_timeout: float = 1800.0  # s without activity before an open session closes
     end_grace: float = 2.0  # s after the last activity of an ended session before it closes
     lateness: float = 3600.0  # s after a close during which late events amend (revision+1)
+    # s of event time a closed key's tombstone outlives its newest event's hour; older events of a
+    # key without state are dead-lettered (processors.app.expired). None: tombstones for ever
+    state_retention: float | None = 30 * 86_400.0
     correlation_window: float = 600.0  # s after a Content-Telemetry-ID's first observation
     max_invalid_ratio: float = 0.5  # circuit breaker: invalid share of the window that trips
     breaker_window: int = 1000  # circuit breaker: last N RAW messages
@@ -58,6 +61,8 @@ class WorkerConfig:
         for name in ("inactivity_timeout", "end_grace", "lateness", "correlation_window", "tick"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.state_retention is not None and self.state_retention <= 0:
+            raise ValueError(f"state_retention must be > 0 (or None), got {self.state_retention}")
         if not 0 < self.max_invalid_ratio <= 1:
             raise ValueError(f"max_invalid_ratio must be in (0, 1], got {self.max_invalid_ratio}")
         if self.state_memory_mb < 16:
@@ -157,6 +162,7 @@ def build_worker(
             end_grace=config.end_grace,
             lateness=config.lateness,
             drain_after_idle=config.drain_after_idle,
+            retention=config.state_retention,
         ),
         partitions=topics.events.partitions,
         tick=config.tick,
@@ -172,6 +178,7 @@ def build_worker(
             window=config.correlation_window,
             lateness=config.lateness,
             drain_after_idle=config.drain_after_idle,
+            retention=config.state_retention,
         ),
         partitions=topics.retrievals.partitions,
         tick=config.tick,

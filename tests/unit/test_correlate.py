@@ -135,7 +135,8 @@ def test_expired_group_becomes_a_tombstone() -> None:
     add_observations(state, [retrieval("edge")], now=0.0)
     step(state, 10.0, CFG, drain=False)
     tomb, out = step(state, 110.0, CFG, drain=False)
-    assert out is None and tomb == {"k": CTI, "p": 2, "rev": 0, "tomb": True}
+    newest = 1_768_473_001_000_000  # 2026-01-15T10:30:01Z: the tombstone keeps it (retention)
+    assert out is None and tomb == {"k": CTI, "p": 2, "rev": 0, "tomb": True, "mt": newest}
     assert deadline(tomb, CFG) is None
 
 

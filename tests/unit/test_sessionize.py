@@ -161,7 +161,8 @@ def test_beyond_lateness_leaves_a_tombstone_that_refuses_events() -> None:
     step(state, 3.0, CFG, drain=False)
     assert step(state, 3.0 + CFG.lateness - 1, CFG, drain=False) == (None, None)
     tomb, _ = step(state, 3.0 + CFG.lateness, CFG, drain=False)
-    assert tomb == {"k": SID, "p": 3, "rev": 0, "tomb": True}
+    cited_at = 1_768_473_005_000_000  # 2026-01-15T10:30:05Z: its newest event, kept (retention)
+    assert tomb == {"k": SID, "p": 3, "rev": 0, "tomb": True, "mt": cited_at}
     assert deadline(tomb, CFG) is None
     h2, late = envelope([e("content_engaged", "59:00", engagement_type="link_click")])
     assert apply(tomb, h2, late, now=5000.0).beyond_lateness
