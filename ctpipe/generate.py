@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ctpipe.settings import Settings
 from producers.generator import FORMATS, GenerateResult, GeneratorConfig, KafkaDocuments, generate
+from schemas.funnel import STAGE_MEASURES
 from schemas.topics import RAW
 
 
@@ -135,16 +136,7 @@ def summary_table(result: GenerateResult, out: Path | None, topic: str | None) -
     for counts in result.truth.nonzero().values():
         for m, v in counts.measures.items():
             grand[m] = grand.get(m, 0) + v
-    for m in (
-        "retrieved",
-        "retrieved_corroborated",
-        "grounded",
-        "cited",
-        "displayed",
-        "engaged",
-        "engaged_destination",
-        "checkouts",
-    ):
+    for m in (STAGE_MEASURES[0], "retrieved_corroborated", *STAGE_MEASURES[1:]):
         table.add_row(f"expected {m}", str(grand.get(m, 0)))
     table.add_row("destination", ", ".join(x for x in (str(out) if out else "", topic or "") if x))
     return table

@@ -13,17 +13,10 @@ import sys
 from typing import Any, TextIO
 
 from ctpipe.settings import Settings
+from schemas.funnel import STAGE_MEASURES
 
 FORMATS = ("json", "table")
-_TABLE_MEASURES = (
-    "retrieved",
-    "grounded",
-    "cited",
-    "displayed",
-    "engaged",
-    "engaged_destination",
-    "checkouts",
-)
+_TABLE_MEASURES = STAGE_MEASURES
 
 
 def run(

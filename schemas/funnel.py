@@ -96,6 +96,16 @@ MEASURES: tuple[str, ...] = (
     "checkouts",
 )
 MEASURE_SET = frozenset(MEASURES)
+#: The headline measure of each stage, in funnel order (summary tables).
+STAGE_MEASURES = (
+    "retrieved",
+    "grounded",
+    "cited",
+    "displayed",
+    "engaged",
+    "engaged_destination",
+    "checkouts",
+)
 KEY_FIELDS = ("hour", "owner_domain", "content_key", "agent_id", "content_scope", "source_role")
 
 

@@ -27,6 +27,7 @@ from processors.correlate import CorrelateConfig, Correlator
 from processors.normalize import decode_envelope, normalize_message
 from processors.sessionize import SessionizeConfig, Sessionizer
 from schemas import dlq
+from tests.unit.test_state_tables import _correlator as state_tables_correlator
 
 HOUR = 3_600_000_000
 DAY = 24 * HOUR
@@ -106,15 +107,7 @@ def _observation(cti: str, when: str, role: str = "edge") -> bytes:
 
 def _correlator(tmp_path: Path, retention: float | None) -> Correlator:
     app = create_app("t-ret", "127.0.0.1:9", tmp_path, store="rocksdb://")  # never connects
-    return Correlator(
-        app,
-        retrievals_topic="t-retrievals",
-        funnel_topic="t-funnel",
-        correlated_topic="t-correlated",
-        dlq_topic="t-dlq",
-        config=CorrelateConfig(window=10.0, lateness=100.0, retention=retention),
-        partitions=2,
-    )
+    return state_tables_correlator(app, CorrelateConfig(window=10.0, lateness=100.0, retention=retention))
 
 
 def _letters(sent: list[tuple[str, Any, bytes]]) -> list[dlq.DeadLetter]:

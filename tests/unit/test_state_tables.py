@@ -31,14 +31,14 @@ def _stage(tmp_path: Path, store: str, app: PipelineApp | None = None) -> Sessio
     )
 
 
-def _correlator(app: PipelineApp) -> Correlator:
+def _correlator(app: PipelineApp, config: CorrelateConfig | None = None) -> Correlator:
     return Correlator(
         app,
         retrievals_topic="t-retrievals",
         funnel_topic="t-funnel",
         correlated_topic="t-correlated",
         dlq_topic="t-dlq",
-        config=CorrelateConfig(),
+        config=config or CorrelateConfig(),
         partitions=2,
     )
 
