@@ -354,7 +354,7 @@ class StateStage:
     """
 
     name: str = "stage"
-    #: event time (us) a stored key's state outlives its tombstone by (None: kept for ever); see
+    #: event time (us) a tombstone is kept past its newest event's hour (None: for ever); see
     #: ``expired`` and ``refuse_old``
     retention_us: int | None = None
     #: the partition of the table being worked on (set by ``process`` and ``close_due`` before
