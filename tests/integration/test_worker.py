@@ -445,3 +445,114 @@ async def test_circuit_breaker_stops_the_worker(infra: Infra, unique: str, tmp_p
         stats = handle.stats()["normalize"]
     # it stopped at the message that tipped the ratio, not after dead-lettering all 40
     assert stats["invalid"] == 20 and stats["accepted"] == 10
+
+
+def _cited_session(session: str, when: str, url: str, *, ended: str) -> dict[str, Any]:
+    return {
+        "schema_version": "0.1",
+        "session_id": session,
+        "agent_id": "bot",
+        "started_at": when,
+        "ended_at": ended,
+        "events": [{"type": "content_cited", "timestamp": when, "content_url": url}],  # derived ids
+    }
+
+
+async def test_an_expired_session_is_forgotten_and_its_redelivery_refused(  # type: ignore[no-untyped-def]
+    infra: Infra, unique: str, tmp_path
+) -> None:
+    """Bounded state on a real worker: a session's tombstone is deleted once the partition's
+    stream time passed its newest event's hour by the retention; then a redelivery of its
+    document is dead-lettered (late:beyond-retention), not counted again, while an event of
+    the same session inside the retention opens a new state whose rows (a later hour) add up."""
+    from schemas.topics import partition_for
+
+    topics = WorkerTopics.for_namespace(unique)
+    ensure_topics(infra.bootstrap, topics.all())
+    producer = make_producer(infra.bootstrap)
+    partitions = topics.events.partitions
+    first = "550e8400-e29b-41d4-a716-446655440101"
+    # a second session in the same sessionize partition: it moves that partition's stream time
+    other = next(
+        s
+        for n in range(200, 10_000)
+        if partition_for((s := f"550e8400-e29b-41d4-a716-44665544{n:04d}").encode(), partitions)
+        == partition_for(first.encode(), partitions)
+    )
+    old = _cited_session(first, "2026-01-15T10:30:00Z", URL_A, ended="2026-01-15T10:31:00Z")
+    config = WorkerConfig(
+        inactivity_timeout=5.0,
+        end_grace=0.5,
+        lateness=1.0,
+        correlation_window=2.0,
+        tick=0.25,
+        batch_within=0.05,
+        store="rocksdb://",
+        state_retention=3600.0,  # an hour of event time past the newest event's hour
+    )
+    outputs = Outputs(infra.bootstrap, f"{unique}-check", topics)
+    try:
+        async with running_worker(
+            bootstrap=infra.bootstrap, datadir=tmp_path, namespace=unique, config=config, app_id=unique
+        ) as handle:
+            produce(producer, topics.raw.name, [(first.encode(), dumps(old), "agent-sdk")])
+            await wait_for(
+                outputs, handle, lambda: any(s.session_id == first for s in outputs.sessions()), 30, "r0"
+            )
+            await asyncio.sleep(config.lateness + 1.0)  # closed + lateness: a tombstone now
+            # 13:30 >= 11:00 (the end of the tombstone's newest hour) + 1 h: it expires
+            later = _cited_session(other, "2026-01-15T13:30:00Z", URL_B, ended="2026-01-15T13:31:00Z")
+            produce(producer, topics.raw.name, [(other.encode(), dumps(later), "agent-sdk")])
+            await wait_for(
+                outputs, handle, lambda: handle.stats()["sessionize"]["expired"] >= 1, 30, "the expiry"
+            )
+            # the redelivered document: its session has no state, its event is older than 12:30
+            produce(producer, topics.raw.name, [(first.encode(), dumps(old), "agent-sdk")])
+            await wait_for(
+                outputs,
+                handle,
+                lambda: any(x.reason == "late:beyond-retention" for x in outputs.letters()),
+                30,
+                "the beyond-retention dead letter",
+            )
+            # the same session at 13:40 (inside the retention): a new state, counted
+            again = _cited_session(first, "2026-01-15T13:40:00Z", URL_C, ended="2026-01-15T13:41:00Z")
+            produce(producer, topics.raw.name, [(first.encode(), dumps(again), "agent-sdk")])
+            await wait_for(
+                outputs,
+                handle,
+                lambda: sum(s.session_id == first for s in outputs.sessions()) >= 2,
+                30,
+                "the new state's close",
+            )
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(outputs.poll)
+            stats = handle.stats()["sessionize"]
+    finally:
+        outputs.consumer.close()
+
+    def row(url: str, hour: int) -> FunnelKey:
+        from schemas.urls import owner_domain
+
+        return FunnelKey(
+            datetime(2026, 1, 15, hour, tzinfo=UTC),
+            owner_domain(url) or "",
+            canonical_url(url) or "",
+            "bot",
+            "",
+            "agent",
+        )
+
+    cited = {
+        "cited": 1,
+        "cited_unclassified": 1,
+        "cited_position_unclassified": 1,
+        "cited_without_grounded": 1,
+    }
+    # the forgotten session counted once, its redelivery not at all, the new state in its own hour
+    assert summed(outputs.deltas()) == {row(URL_A, 10): cited, row(URL_B, 13): cited, row(URL_C, 13): cited}
+    (letter,) = [x for x in outputs.letters() if x.reason == "late:beyond-retention"]
+    assert letter.stage == "sessionize" and letter.source_topic == topics.events.name
+    assert stats["expired"] >= 1 and stats["beyond_retention"] == 1 and stats["beyond_lateness"] == 0
+    first_records = sorted(s.revision for s in outputs.sessions() if s.session_id == first)
+    assert first_records == [0, 0]  # two states of one session id, each revision 0
