@@ -16,7 +16,6 @@ from ctpipe.settings import Settings
 from schemas.funnel import STAGE_MEASURES
 
 FORMATS = ("json", "table")
-_TABLE_MEASURES = STAGE_MEASURES
 
 
 def run(
@@ -59,12 +58,12 @@ def _table(report: dict[str, Any], out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("owner", "content", *_TABLE_MEASURES, "value", title="funnel")
+    table = Table("owner", "content", *STAGE_MEASURES, "value", title="funnel")
     for o in report["owners"]:
         for c in o["content"]:
             value = ", ".join(f"{k} {v}" for k, v in c["conversion_value"].items())
-            table.add_row(o["owner_domain"], c["content_key"], *(str(c[m]) for m in _TABLE_MEASURES), value)
+            table.add_row(o["owner_domain"], c["content_key"], *(str(c[m]) for m in STAGE_MEASURES), value)
     t = report["totals"]
     value = ", ".join(f"{k} {v}" for k, v in t["conversion_value"].items())
-    table.add_row("total", "", *(str(t[m]) for m in _TABLE_MEASURES), value, style="bold")
+    table.add_row("total", "", *(str(t[m]) for m in STAGE_MEASURES), value, style="bold")
     Console(file=out, width=160).print(table)

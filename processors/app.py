@@ -659,6 +659,7 @@ class StateStage:
             finished = True
             db = data._db_for_partition(partition)
             stream_time = stream_time_of(db) if retention is not None else 0
+            store = self.partition_state(partition) if stream_time else None
             for key, raw in db.items(from_key=last):
                 if key == last:  # read by the last tick
                     continue
@@ -670,8 +671,8 @@ class StateStage:
                 if key == data.offset_key or key == STREAM_TIME_KEY or key in index:
                     continue
                 state = orjson.loads(raw)
-                if retention is not None and stream_time and expired(state, stream_time, retention):
-                    self.partition_state(partition).delete(key)  # + a changelog tombstone
+                if store is not None and retention is not None and expired(state, stream_time, retention):
+                    store.delete(key)  # + a changelog tombstone
                     self.expired += 1
                     continue
                 due = self.deadline(state)

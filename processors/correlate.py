@@ -38,7 +38,7 @@ import orjson
 
 from processors import aggregate
 from processors.aggregate import HOUR_US, Obs, PlainRows, obs_of, plain_rows_json, wire_deltas
-from processors.app import Item, PipelineApp, Send, StateStage
+from processors.app import RETENTION_REASON, Item, PipelineApp, Send, StateStage
 from schemas.codec import dumps
 from schemas.funnel import role_of
 from schemas.records import (
@@ -53,7 +53,6 @@ from schemas.records import (
 
 STAGE = "correlate"
 LATE_REASON = "late:beyond-lateness"
-RETENTION_REASON = "late:beyond-retention"  # processors.app.RETENTION_REASON
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,14 +43,13 @@ import orjson
 
 from processors import aggregate
 from processors.aggregate import SEvent
-from processors.app import Item, PipelineApp, Send, StateStage
+from processors.app import RETENTION_REASON, Item, PipelineApp, Send, StateStage
 from processors.normalize import sessionless
 from schemas.canonical import SourceFormat
 from schemas.records import FunnelDelta, SessionRecord, decode_delta, encode, unpack
 
 STAGE = "sessionize"
 LATE_REASON = "late:beyond-lateness"
-RETENTION_REASON = "late:beyond-retention"  # processors.app.RETENTION_REASON
 
 
 @dataclass(frozen=True, slots=True)
